@@ -9,17 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Indication(str, Enum):
+class Indication(StrEnum):
     TOTAL_PASSED = "TOTAL-PASSED"
     TOTAL_FAILED = "TOTAL-FAILED"
     INDETERMINATE = "INDETERMINATE"
 
 
-class SubIndication(str, Enum):
+class SubIndication(StrEnum):
     """Sub-indications of ETSI EN 319 102-1, table 5 (the ones Rogatory uses)."""
 
     # with TOTAL-FAILED

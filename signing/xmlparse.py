@@ -7,6 +7,8 @@ Every XML byte Rogatory reads from outside goes through ``parse_xml``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 from .errors import XMLInputError
@@ -53,7 +55,7 @@ def parse_xml(
         raise XMLInputError(f"the document cannot be read as XML: {exc}") from None
     if root is None:
         raise XMLInputError("the document has no root element")
-    docinfo = root.getroottree().docinfo
+    docinfo: Any = root.getroottree().docinfo  # lxml-stubs lack DocInfo.doctype
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise XMLInputError("the document declares a DTD; DTDs and entities are not accepted")
     _check_tree(root, max_depth)

@@ -1,0 +1,305 @@
+"""The one trust engine: trust anchors, path validation and revocation.
+
+Every certificate Rogatory relies on (a signer's, a time-stamping
+authority's) is judged here, through pyhanko-certvalidator. Certificates that
+arrive inside a document are only ever candidates for path building; trust
+comes from the anchors of the policy alone.
+
+Revocation policy (stated, as the issue asks):
+  * ``hard`` (default): revocation is checked wherever a certificate names a
+    source (CRL distribution point, OCSP responder); if that source cannot
+    be reached or answers nonsense, the result is INDETERMINATE. A
+    certificate that names no source is accepted with a warning.
+  * ``require``: every certificate must have revocation data, else
+    INDETERMINATE.
+  * ``soft``: revocation is checked where data can be had; failing to get it
+    is only a warning. A certificate found revoked always fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from pyhanko_certvalidator import CertificateValidator, ValidationContext
+from pyhanko_certvalidator import errors as cv_errors
+from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+from .errors import TrustConfigError
+from .verdict import SubIndication, Verdict
+
+
+class RevocationPolicy(StrEnum):
+    HARD = "hard"
+    SOFT = "soft"
+    REQUIRE = "require"
+
+    @property
+    def certvalidator_mode(self) -> str:
+        return {"hard": "hard-fail", "soft": "soft-fail", "require": "require"}[self.value]
+
+
+class KeyPurpose(StrEnum):
+    """What a certificate is being relied on for."""
+
+    SIGNING = "signing"  # keyUsage digitalSignature or nonRepudiation
+    TIMESTAMPING = "timestamping"  # extKeyUsage timeStamping (RFC 3161, 2.3)
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle or a single DER certificate."""
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+def load_anchors(paths: Iterable[Path]) -> tuple[x509.Certificate, ...]:
+    """Trust anchors from files and folders (``*.pem``, ``*.crt``, ``*.cer``, ``*.der``)."""
+    anchors: list[x509.Certificate] = []
+    for path in paths:
+        files = (
+            sorted(p for p in path.iterdir() if p.suffix in {".pem", ".crt", ".cer", ".der"})
+            if path.is_dir()
+            else [path]
+        )
+        for file in files:
+            if file.name.endswith(".key.pem"):
+                continue
+            try:
+                anchors.extend(load_certificates(file.read_bytes()))
+            except (OSError, ValueError) as exc:
+                raise TrustConfigError(f"cannot read trust anchor {file}: {exc}") from None
+    if not anchors:
+        raise TrustConfigError("no trust anchor certificate found in " + ", ".join(map(str, paths)))
+    return tuple(anchors)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """What the engine trusts and how it checks: configuration in, no I/O."""
+
+    anchors: tuple[x509.Certificate, ...]
+    revocation: RevocationPolicy = RevocationPolicy.HARD
+    allow_fetching: bool = True
+    fetch_timeout: float = 5.0
+    crls: tuple[bytes, ...] = ()
+    ocsps: tuple[bytes, ...] = ()
+    # Live results (no fixed validation time) are reused this long; revocation
+    # data is usually valid for hours, so this only bounds how stale a "good"
+    # answer may be.
+    cache_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """The trust engine's answer for one certificate."""
+
+    verdict: Verdict
+    chain: tuple[x509.Certificate, ...] = ()
+    revocation: str = "not checked"
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def chain_names(self) -> tuple[str, ...]:
+        return tuple(c.subject.rfc4514_string() for c in self.chain)
+
+
+def describe(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()
+
+
+def _names_revocation_source(cert: x509.Certificate) -> bool:
+    for oid in (ExtensionOID.CRL_DISTRIBUTION_POINTS, ExtensionOID.AUTHORITY_INFORMATION_ACCESS):
+        try:
+            cert.extensions.get_extension_for_oid(oid)
+            return True
+        except x509.ExtensionNotFound:
+            continue
+    return False
+
+
+def _to_asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    return asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+
+
+def _to_crypto(cert: asn1_x509.Certificate) -> x509.Certificate:
+    return x509.load_der_x509_certificate(cert.dump())
+
+
+def _check_purpose(cert: x509.Certificate, purpose: KeyPurpose) -> str | None:
+    """Why ``cert`` may not be used for ``purpose``, or None when it may."""
+    if purpose is KeyPurpose.SIGNING:
+        try:
+            ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            return "the signing certificate has no keyUsage extension"
+        if not (ku.digital_signature or ku.content_commitment):
+            return "the signing certificate allows neither digitalSignature nor nonRepudiation"
+        return None
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        return "the time-stamping certificate has no extKeyUsage extension"
+    if list(eku.value) != [ExtendedKeyUsageOID.TIME_STAMPING] or not eku.critical:
+        return "the time-stamping certificate's extKeyUsage is not exactly a critical timeStamping"
+    return None
+
+
+class TrustEngine:
+    """Validates certificates against a ``TrustPolicy``; one per process is enough."""
+
+    def __init__(self, policy: TrustPolicy) -> None:
+        if not policy.anchors:
+            raise TrustConfigError("a trust policy needs at least one trust anchor")
+        self.policy = policy
+        self._anchors = [_to_asn1(c) for c in policy.anchors]
+        self._cache: dict[tuple[object, ...], tuple[float, ChainResult]] = {}
+        self._local = threading.local()
+
+    def validate(
+        self,
+        cert: x509.Certificate,
+        intermediates: Sequence[x509.Certificate] = (),
+        *,
+        purpose: KeyPurpose = KeyPurpose.SIGNING,
+        at: datetime | None = None,
+    ) -> ChainResult:
+        """Judge ``cert`` for ``purpose`` at time ``at`` (now when None)."""
+        key = (
+            hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
+            tuple(c.fingerprint(hashes.SHA256()) for c in intermediates),
+            purpose,
+            at,
+        )
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and (at is not None or cached[0] > now):
+            return cached[1]
+        result = self._validate(cert, intermediates, purpose, at)
+        expiry = now + self.policy.cache_seconds
+        if at is None and cert.not_valid_after_utc <= datetime.now(UTC):
+            expiry = now
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (expiry, result)
+        return result
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()
+        return loop
+
+    def _context(
+        self, at: datetime | None, intermediates: list[asn1_x509.Certificate]
+    ) -> ValidationContext:
+        policy = self.policy
+        fetching = policy.allow_fetching and at is None
+        mode = policy.revocation.certvalidator_mode
+        return ValidationContext(
+            trust_roots=self._anchors,
+            other_certs=intermediates,
+            moment=at,
+            allow_fetching=fetching,
+            crls=list(policy.crls),
+            ocsps=list(policy.ocsps),
+            revocation_mode=mode,
+            fetcher_backend=RequestsFetcherBackend(per_request_timeout=policy.fetch_timeout)
+            if fetching
+            else None,
+        )
+
+    def _validate(
+        self,
+        cert: x509.Certificate,
+        intermediates: Sequence[x509.Certificate],
+        purpose: KeyPurpose,
+        at: datetime | None,
+    ) -> ChainResult:
+        warnings: list[str] = []
+        purpose_problem = _check_purpose(cert, purpose)
+        try:
+            context = self._context(at, [_to_asn1(c) for c in intermediates])
+            validator = CertificateValidator(_to_asn1(cert), validation_context=context)
+            path = self._loop().run_until_complete(validator.async_validate_path())
+        except cv_errors.RevokedError as exc:
+            return ChainResult(
+                Verdict.failed(SubIndication.REVOKED, f"certificate revoked: {exc}"),
+                revocation="revoked",
+            )
+        except cv_errors.ExpiredError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.OUT_OF_BOUNDS_NO_POE,
+                    f"certificate expired at the validation time: {exc}",
+                )
+            )
+        except cv_errors.NotYetValidError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.OUT_OF_BOUNDS_NO_POE,
+                    f"certificate not yet valid at the validation time: {exc}",
+                )
+            )
+        except cv_errors.InsufficientRevinfoError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.TRY_LATER, f"revocation status unavailable: {exc}"
+                ),
+                revocation="unavailable",
+            )
+        except cv_errors.DisallowedAlgorithmError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE,
+                    f"weak algorithm in the certificate path: {exc}",
+                )
+            )
+        except cv_errors.PathBuildingError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.NO_CERTIFICATE_CHAIN_FOUND,
+                    f"the certificate {describe(cert)!r} does not chain to a trust anchor ({exc})",
+                )
+            )
+        except (cv_errors.PathValidationError, cv_errors.ValidationError) as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
+                    f"certificate path validation failed: {exc}",
+                )
+            )
+        except ValueError as exc:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
+                    f"certificate path validation could not run: {exc}",
+                )
+            )
+        chain = tuple(_to_crypto(c) for c in path.iter_certs(include_root=True))
+        if purpose_problem is not None:
+            return ChainResult(
+                Verdict.indeterminate(SubIndication.CHAIN_CONSTRAINTS_FAILURE, purpose_problem),
+                chain,
+            )
+        unchecked = [c for c in chain[1:] if not _names_revocation_source(c)]
+        for c in unchecked:
+            warnings.append(f"no revocation source named by {describe(c)!r}; accepted unchecked")
+        if self.policy.revocation is RevocationPolicy.SOFT:
+            warnings.append("revocation checked in soft-fail mode")
+        revocation = "good" if len(unchecked) < len(chain) - 1 else "no source named"
+        return ChainResult(
+            Verdict.passed("certificate path valid"), chain, revocation, tuple(warnings)
+        )

@@ -1,0 +1,149 @@
+"""XAdES enveloped signing at levels B-B and B-T (ETSI EN 319 132-1).
+
+The signature covers the whole document (``URI=""`` with the
+enveloped-signature transform) and the signed properties: signing time,
+the signing certificate (V2, SHA-256) and the data object format.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from asn1crypto import tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from .errors import SigningError, XMLInputError
+from .keys import Signer
+from .timestamp import TimeStamper
+from .xmldsig import (
+    C14N,
+    DS,
+    ENVELOPED,
+    SIGNED_PROPERTIES_TYPE,
+    XADES,
+    Digest,
+    canonicalize,
+    digest,
+    method_for,
+    sign_raw,
+)
+from .xmlparse import parse_xml
+
+
+class Level(StrEnum):
+    B_B = "B-B"
+    B_T = "B-T"
+
+
+def _el(
+    parent: etree._Element, ns: str, tag: str, text: str | None = None, **attrs: str
+) -> etree._Element:
+    element = etree.SubElement(parent, f"{{{ns}}}{tag}", attrs)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _issuer_serial_v2(cert: x509.Certificate) -> str:
+    """RFC 5035 IssuerSerial (GeneralNames + serial), as XAdES V2 carries it."""
+    asn1 = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    general_names = asn1_x509.GeneralNames([asn1_x509.GeneralName("directory_name", asn1.issuer)])
+    issuer_serial = tsp.IssuerSerial({"issuer": general_names, "serial_number": asn1.serial_number})
+    return _b64(issuer_serial.dump())
+
+
+def sign_xml(
+    data: bytes,
+    signer: Signer,
+    *,
+    level: Level = Level.B_B,
+    timestamper: TimeStamper | None = None,
+    signing_time: datetime | None = None,
+) -> bytes:
+    """Return ``data`` with an enveloped XAdES signature over the whole document."""
+    if level is Level.B_T and timestamper is None:
+        raise SigningError("level B-T needs a time-stamping authority (--tsa URL)")
+    try:
+        root = parse_xml(data)
+    except XMLInputError as exc:
+        raise SigningError(f"cannot sign: {exc}") from None
+    if root.find(f".//{{{DS}}}Signature") is not None:
+        raise SigningError("the document is already signed; Rogatory signs a document once")
+    method = C14N.EXC
+    doc_digest = digest(canonicalize_document(root, method), Digest.SHA256)
+
+    sig_id = "sig-" + secrets.token_hex(8)
+    signature = _el(root, DS, "Signature", Id=sig_id)
+    signed_info = _el(signature, DS, "SignedInfo")
+    _el(signed_info, DS, "CanonicalizationMethod", Algorithm=method.value)
+    sig_method = method_for(signer.key)
+    _el(signed_info, DS, "SignatureMethod", Algorithm=sig_method.value)
+    doc_ref = _el(signed_info, DS, "Reference", Id=f"{sig_id}-ref-doc", URI="")
+    transforms = _el(doc_ref, DS, "Transforms")
+    _el(transforms, DS, "Transform", Algorithm=ENVELOPED)
+    _el(transforms, DS, "Transform", Algorithm=method.value)
+    _el(doc_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    _el(doc_ref, DS, "DigestValue", _b64(doc_digest))
+    props_ref = _el(
+        signed_info, DS, "Reference", Type=SIGNED_PROPERTIES_TYPE, URI=f"#{sig_id}-signedprops"
+    )
+    _el(_el(props_ref, DS, "Transforms"), DS, "Transform", Algorithm=method.value)
+    _el(props_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    props_digest_el = _el(props_ref, DS, "DigestValue")
+    value_el = _el(signature, DS, "SignatureValue", Id=f"{sig_id}-value")
+    x509_data = _el(_el(signature, DS, "KeyInfo"), DS, "X509Data")
+    for cert in (signer.cert, *signer.chain):
+        _el(x509_data, DS, "X509Certificate", _b64(cert.public_bytes(Encoding.DER)))
+
+    obj = _el(signature, DS, "Object")
+    qualifying = etree.SubElement(
+        obj, f"{{{XADES}}}QualifyingProperties", {"Target": f"#{sig_id}"}, nsmap={"xades": XADES}
+    )
+    signed_props = _el(qualifying, XADES, "SignedProperties", Id=f"{sig_id}-signedprops")
+    sig_props = _el(signed_props, XADES, "SignedSignatureProperties")
+    when = (signing_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    _el(sig_props, XADES, "SigningTime", when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    cert_el = _el(_el(sig_props, XADES, "SigningCertificateV2"), XADES, "Cert")
+    cert_digest = _el(cert_el, XADES, "CertDigest")
+    _el(cert_digest, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    _el(
+        cert_digest,
+        DS,
+        "DigestValue",
+        _b64(digest(signer.cert.public_bytes(Encoding.DER), Digest.SHA256)),
+    )
+    _el(cert_el, XADES, "IssuerSerialV2", _issuer_serial_v2(signer.cert))
+    data_props = _el(signed_props, XADES, "SignedDataObjectProperties")
+    fmt = _el(data_props, XADES, "DataObjectFormat", ObjectReference=f"#{sig_id}-ref-doc")
+    _el(fmt, XADES, "MimeType", "text/xml")
+
+    props_digest_el.text = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
+    value_el.text = _b64(sign_raw(signer.key, sig_method, canonicalize(signed_info, method)))
+
+    if level is Level.B_T:
+        assert timestamper is not None
+        token = timestamper.timestamp(canonicalize(value_el, method))
+        unsigned = _el(
+            _el(qualifying, XADES, "UnsignedProperties"), XADES, "UnsignedSignatureProperties"
+        )
+        stamp = _el(unsigned, XADES, "SignatureTimeStamp", Id=f"{sig_id}-ts")
+        _el(stamp, DS, "CanonicalizationMethod", Algorithm=method.value)
+        _el(stamp, XADES, "EncapsulatedTimeStamp", _b64(token))
+    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
+
+
+def canonicalize_document(root: etree._Element, method: C14N) -> bytes:
+    """The canonical form of the whole document, as a same-document ``URI=""`` selects it."""
+    return etree.tostring(
+        root.getroottree(), method="c14n", exclusive=method.exclusive, with_comments=False
+    )

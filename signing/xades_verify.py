@@ -1,0 +1,341 @@
+"""Verification of one XML-DSig / XAdES signature.
+
+Checks run in a fixed order and each contributes a verdict; the signature's
+verdict is the worst of them, so a manipulated document is TOTAL-FAILED even
+when its signer is also untrusted. What was signed is handed back as the
+canonical octets of each reference, never as the tree as received.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from .references import Dereferenced, ReferenceError_, apply_transforms, dereference
+from .trust import KeyPurpose, TrustEngine, describe
+from .verdict import SignatureReport, SubIndication, Verdict, worst
+from .xades_timestamp import check_signature_timestamps
+from .xmldsig import (
+    C14N,
+    DS,
+    ENVELOPED,
+    SIGNED_PROPERTIES_TYPE,
+    XADES,
+    Digest,
+    SignatureMethod,
+    UnsupportedAlgorithm,
+    algorithm,
+    canonicalize,
+    digest,
+    key_strength,
+    verify_raw,
+)
+
+_Q = {"ds": DS, "xades": XADES}
+
+
+class FormatProblem(Exception):
+    """The signature is not well formed enough to be checked."""
+
+
+@dataclass(frozen=True)
+class SignedReference:
+    """One reference: what it points at and the octets its digest covers."""
+
+    uri: str | None
+    type: str | None
+    transforms: tuple[str, ...]
+    octets: bytes
+    whole_document: bool
+    enveloped: bool
+
+
+@dataclass
+class Checked:
+    """The outcome of verifying one signature element."""
+
+    report: SignatureReport
+    references: list[SignedReference] = field(default_factory=list)
+    signing_cert: x509.Certificate | None = None
+
+
+def _one(parent: etree._Element, path: str, what: str) -> etree._Element:
+    found = parent.findall(path, _Q)
+    if len(found) != 1:
+        raise FormatProblem(f"expected exactly one {what}, found {len(found)}")
+    return found[0]
+
+
+def _b64(text: str | None, what: str) -> bytes:
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise FormatProblem(f"{what} is not valid base64") from None
+
+
+def _certificates(signature: etree._Element) -> list[x509.Certificate]:
+    certs = []
+    for node in signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _Q):
+        try:
+            certs.append(x509.load_der_x509_certificate(_b64(node.text, "an X509Certificate")))
+        except ValueError:
+            raise FormatProblem("an X509Certificate in KeyInfo cannot be parsed") from None
+    return certs
+
+
+def _signed_properties(signature: etree._Element) -> etree._Element | None:
+    found = signature.findall("ds:Object/xades:QualifyingProperties/xades:SignedProperties", _Q)
+    if len(found) > 1:
+        raise FormatProblem("more than one SignedProperties in the signature")
+    return found[0] if found else None
+
+
+def _signing_cert_from_property(
+    props: etree._Element, certs: list[x509.Certificate]
+) -> tuple[x509.Certificate | None, Verdict | None, bool]:
+    """The certificate the signed property names, a verdict if it fails, and weak-digest flag."""
+    cert_refs = props.findall(
+        "xades:SignedSignatureProperties/xades:SigningCertificateV2/xades:Cert", _Q
+    ) + props.findall("xades:SignedSignatureProperties/xades:SigningCertificate/xades:Cert", _Q)
+    if not cert_refs:
+        return (
+            None,
+            Verdict.indeterminate(
+                SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+                "the signed properties do not identify the signing certificate",
+            ),
+            False,
+        )
+    ref = cert_refs[0]
+    method = algorithm(
+        Digest,
+        ref.find("xades:CertDigest/ds:DigestMethod", _Q).get("Algorithm")  # type: ignore[union-attr]
+        if ref.find("xades:CertDigest/ds:DigestMethod", _Q) is not None
+        else None,
+        "certificate digest",
+    )
+    expected = _b64(ref.findtext("xades:CertDigest/ds:DigestValue", None, _Q), "CertDigest")
+    for cert in certs:
+        if digest(cert.public_bytes(Encoding.DER), method) == expected:
+            return cert, None, method.weak
+    return (
+        None,
+        Verdict.indeterminate(
+            SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+            "no certificate in KeyInfo matches the signed SigningCertificate digest",
+        ),
+        method.weak,
+    )
+
+
+def verify_signature(
+    signature: etree._Element,
+    root: etree._Element,
+    engine: TrustEngine | None,
+    *,
+    at: datetime | None = None,
+) -> Checked:
+    """Verify ``signature`` (an element of the tree ``root``)."""
+    try:
+        return _verify(signature, root, engine, at)
+    except FormatProblem as exc:
+        return Checked(SignatureReport(Verdict.failed(SubIndication.FORMAT_FAILURE, str(exc))))
+    except UnsupportedAlgorithm as exc:
+        return Checked(
+            SignatureReport(Verdict.indeterminate(SubIndication.FORMAT_FAILURE, str(exc)))
+        )
+
+
+def _verify(
+    signature: etree._Element,
+    root: etree._Element,
+    engine: TrustEngine | None,
+    at: datetime | None,
+) -> Checked:
+    verdicts: list[Verdict] = []
+    warnings: list[str] = []
+    signed_info = _one(signature, "ds:SignedInfo", "SignedInfo")
+    c14n = algorithm(
+        C14N,
+        _one(signed_info, "ds:CanonicalizationMethod", "CanonicalizationMethod").get("Algorithm"),
+        "canonicalization",
+    )
+    sig_method = algorithm(
+        SignatureMethod,
+        _one(signed_info, "ds:SignatureMethod", "SignatureMethod").get("Algorithm"),
+        "signature",
+    )
+    value_el = _one(signature, "ds:SignatureValue", "SignatureValue")
+    value = _b64(value_el.text, "SignatureValue")
+    # Canonicalize SignedInfo before any reference processing touches the tree.
+    signed_info_octets = canonicalize(signed_info, c14n)
+
+    references: list[SignedReference] = []
+    weak = sig_method.weak
+    ref_elements = signed_info.findall("ds:Reference", _Q)
+    if not ref_elements:
+        raise FormatProblem("SignedInfo has no Reference")
+    for ref in ref_elements:
+        uri = ref.get("URI")
+        method = algorithm(
+            Digest, _one(ref, "ds:DigestMethod", "DigestMethod").get("Algorithm"), "digest"
+        )
+        weak = weak or method.weak
+        expected = _b64(_one(ref, "ds:DigestValue", "DigestValue").text, "DigestValue")
+        try:
+            target = dereference(root, uri)
+            octets, transforms = apply_transforms(ref, signature, target)
+        except ReferenceError_ as exc:
+            if exc.missing:
+                verdicts.append(
+                    Verdict.indeterminate(SubIndication.SIGNED_DATA_NOT_FOUND, str(exc))
+                )
+                continue
+            raise FormatProblem(str(exc)) from None
+        if digest(octets, method) != expected:
+            verdicts.append(
+                Verdict.failed(
+                    SubIndication.HASH_FAILURE,
+                    f"the content referenced by URI={uri!r} was changed after signing",
+                )
+            )
+        references.append(_signed_reference(ref, uri, transforms, octets, target))
+
+    certs = _certificates(signature)
+    props = _signed_properties(signature)
+    signing_cert: x509.Certificate | None = None
+    if props is not None:
+        props_id = props.get("Id")
+        if props_id is None or not any(r.uri == f"#{props_id}" for r in references):
+            verdicts.append(
+                Verdict.failed(
+                    SubIndication.FORMAT_FAILURE,
+                    "the XAdES SignedProperties are not covered by the signature",
+                )
+            )
+        signing_cert, problem, weak_cert_digest = _signing_cert_from_property(props, certs)
+        if problem is not None:
+            verdicts.append(problem)
+        if weak_cert_digest:
+            warnings.append("the SigningCertificate property uses SHA-1")
+
+    candidates = [signing_cert] if signing_cert is not None else certs
+    verified_with: x509.Certificate | None = None
+    for cert in candidates:
+        try:
+            verify_raw(cert.public_key(), sig_method, value, signed_info_octets)
+            verified_with = cert
+            break
+        except InvalidSignature:
+            continue
+    if verified_with is None and candidates:
+        verdicts.append(
+            Verdict.failed(
+                SubIndication.SIG_CRYPTO_FAILURE,
+                "the signature value does not verify with the signing certificate's key",
+            )
+        )
+    elif not candidates:
+        verdicts.append(
+            Verdict.indeterminate(
+                SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+                "the signature carries no X.509 certificate to identify its signer",
+            )
+        )
+
+    if weak:
+        verdicts.append(
+            Verdict.indeterminate(
+                SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE,
+                "the signature relies on SHA-1, which is no longer accepted",
+            )
+        )
+    if verified_with is not None:
+        strength = key_strength(verified_with.public_key())
+        if not strength.ok:
+            verdicts.append(
+                Verdict.indeterminate(
+                    SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE, strength.reason
+                )
+            )
+
+    signing_time, source = _claimed_signing_time(props)
+    level = None
+    if props is not None:
+        level = "XAdES-B-B"
+    stamp_verdicts, stamp_time = check_signature_timestamps(signature, value_el, engine, at)
+    verdicts.extend(stamp_verdicts)
+    if stamp_time is not None:
+        signing_time, source, level = stamp_time, "timestamp", "XAdES-B-T"
+
+    chain_names: tuple[str, ...] = ()
+    revocation = None
+    if verified_with is not None and engine is not None:
+        others = [c for c in certs if c is not verified_with]
+        result = engine.validate(verified_with, others, purpose=KeyPurpose.SIGNING, at=at)
+        verdicts.append(result.verdict)
+        chain_names, revocation = result.chain_names, result.revocation
+        warnings.extend(result.warnings)
+    elif verified_with is not None:
+        verdicts.append(
+            Verdict.indeterminate(
+                SubIndication.NO_CERTIFICATE_CHAIN_FOUND, "no trust anchor was given"
+            )
+        )
+
+    verdict = worst(v for v in verdicts if not v.ok) or Verdict.passed("signature valid")
+    report = SignatureReport(
+        verdict=verdict,
+        signer=describe(verified_with) if verified_with is not None else None,
+        signing_time=signing_time,
+        signing_time_source=source,
+        level=level,
+        chain=chain_names,
+        revocation=revocation,
+        warnings=tuple(warnings),
+        details={"covers": _coverage(references), "id": signature.get("Id")},
+    )
+    return Checked(report, references, verified_with)
+
+
+def _signed_reference(
+    ref: etree._Element,
+    uri: str | None,
+    transforms: tuple[str, ...],
+    octets: bytes,
+    target: Dereferenced,
+) -> SignedReference:
+    return SignedReference(
+        uri=uri,
+        type=ref.get("Type"),
+        transforms=transforms,
+        octets=octets,
+        whole_document=target.whole_document,
+        enveloped=ENVELOPED in transforms,
+    )
+
+
+def _coverage(references: list[SignedReference]) -> str:
+    if any(r.whole_document for r in references):
+        return "the whole document"
+    uris = [r.uri or "" for r in references if r.type != SIGNED_PROPERTIES_TYPE]
+    return "part of the document: " + ", ".join(uris) if uris else "no document content"
+
+
+def _claimed_signing_time(props: etree._Element | None) -> tuple[datetime | None, str | None]:
+    if props is None:
+        return None, None
+    text = props.findtext("xades:SignedSignatureProperties/xades:SigningTime", None, _Q)
+    if not text:
+        return None, None
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")), "claimed"
+    except ValueError:
+        raise FormatProblem(f"SigningTime {text!r} is not a date and time") from None

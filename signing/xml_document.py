@@ -1,0 +1,126 @@
+"""Verification of a whole XML document: every signature in it, and a policy.
+
+The Rogatory envelope policy (``ENVELOPE_POLICY``) is strict: exactly one
+signature, a child of the root, whose references are the whole document
+(enveloped-signature and canonicalization only) and its own signed
+properties. What it hands back is the canonical signed document, which is
+the only thing callers may read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lxml import etree
+
+from .errors import XMLInputError
+from .trust import TrustEngine
+from .verdict import DocumentReport, SubIndication, Verdict
+from .xades_verify import Checked, SignedReference, verify_signature
+from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE
+from .xmlparse import parse_xml
+
+_C14N_URIS = {m.value for m in C14N}
+
+
+@dataclass(frozen=True)
+class XmlPolicy:
+    """What a document must look like beyond each signature being valid."""
+
+    require_whole_document: bool = False
+    name: str = "any XML-DSig/XAdES document"
+
+
+GENERAL_POLICY = XmlPolicy()
+ENVELOPE_POLICY = XmlPolicy(require_whole_document=True, name="Rogatory envelope")
+
+
+@dataclass(frozen=True)
+class VerifiedXml:
+    report: DocumentReport
+    # Canonical octets of the whole signed document (signature removed), when
+    # a valid-or-not signature covers the whole document; None otherwise.
+    signed_document: bytes | None
+
+
+def _whole_document_octets(checked: Checked) -> bytes | None:
+    for ref in checked.references:
+        if ref.whole_document and ref.type != SIGNED_PROPERTIES_TYPE:
+            return ref.octets
+    return None
+
+
+def _envelope_shape(root: etree._Element, signatures: list[etree._Element]) -> Verdict | None:
+    """Why the signatures do not have the envelope shape, or None."""
+    if len(signatures) != 1:
+        return Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            f"an envelope carries exactly one signature, this one has {len(signatures)}",
+        )
+    if signatures[0].getparent() is not root:
+        return Verdict.failed(
+            SubIndication.FORMAT_FAILURE, "the envelope's signature is not a child of its root"
+        )
+    return None
+
+
+def _covers_whole(references: list[SignedReference], signature: etree._Element) -> Verdict | None:
+    content = [r for r in references if r.type != SIGNED_PROPERTIES_TYPE]
+    props = [r for r in references if r.type == SIGNED_PROPERTIES_TYPE]
+    declared = signature.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
+    if len(declared) != 2 or len(content) != 1 or len(props) != 1:
+        return Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            "an envelope signature has one reference to the whole document and one to its "
+            "signed properties",
+        )
+    ref = content[0]
+    extra = [t for t in ref.transforms if t != ENVELOPED and t not in _C14N_URIS]
+    if ref.uri != "" or not ref.enveloped or extra:
+        return Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            "the signature does not cover the whole envelope"
+            + (f" (transforms {extra} select part of it)" if extra else f" (URI={ref.uri!r})"),
+        )
+    return None
+
+
+def verify_xml(
+    data: bytes,
+    engine: TrustEngine | None,
+    *,
+    path: str = "-",
+    at: datetime | None = None,
+    policy: XmlPolicy = GENERAL_POLICY,
+) -> VerifiedXml:
+    """Verify every signature of an XML document under ``policy``."""
+    try:
+        root = parse_xml(data)
+    except XMLInputError as exc:
+        failure = Verdict.failed(SubIndication.FORMAT_FAILURE, str(exc))
+        return VerifiedXml(
+            DocumentReport.from_signatures(path, "xml", [], document_failure=failure), None
+        )
+    signatures = list(root.iter(f"{{{DS}}}Signature"))
+    if not signatures:
+        failure = Verdict.failed(SubIndication.FORMAT_FAILURE, "the document is not signed")
+        return VerifiedXml(
+            DocumentReport.from_signatures(path, "xml", [], document_failure=failure), None
+        )
+
+    shape = _envelope_shape(root, signatures) if policy.require_whole_document else None
+    checked = [verify_signature(sig, root, engine, at=at) for sig in signatures]
+    document_failure = shape
+    if policy.require_whole_document and shape is None:
+        document_failure = _covers_whole(checked[0].references, signatures[0])
+        if checked[0].report.level is None and document_failure is None:
+            document_failure = Verdict.failed(
+                SubIndication.FORMAT_FAILURE,
+                "an envelope signature must be XAdES (signed properties missing)",
+            )
+    report = DocumentReport.from_signatures(
+        path, "xml", [c.report for c in checked], document_failure=document_failure
+    )
+    signed = _whole_document_octets(checked[0]) if len(checked) == 1 else None
+    return VerifiedXml(report, signed)
