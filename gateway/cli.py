@@ -1,0 +1,277 @@
+"""The ``rogatory`` command line: a thin layer over the signing and gateway services.
+
+Heavy modules (cryptography, lxml, pyHanko) are imported inside commands so
+that ``rogatory --help`` and a clerk's first ``verify`` start quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INDETERMINATE, EXIT_UNREADABLE = 0, 1, 2, 3, 4
+
+
+@contextmanager
+def plain_errors() -> Iterator[None]:
+    """Turn Rogatory's own errors into a one-line message and exit code 1."""
+    from signing.errors import RogatoryError
+
+    try:
+        yield
+    except RogatoryError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _parse_time(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-11-22T10:00:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rogatory")
+def main() -> None:
+    """Rogatory: sign and verify requests for international cooperation in criminal matters."""
+
+
+@main.command()
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key (PEM); use with --cert.",
+)
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Signing certificate (PEM).",
+)
+@click.option(
+    "--p12",
+    "p12_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PKCS#12 file with key and certificate, instead of --key/--cert.",
+)
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    help="Environment variable holding the key or PKCS#12 password.",
+)
+@click.option(
+    "--chain",
+    "chain_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Intermediate certificate(s) to embed; repeatable.",
+)
+@click.option(
+    "--tsa", "tsa_url", metavar="URL", help="RFC 3161 time-stamping service (needed for B-T)."
+)
+@click.option(
+    "--level",
+    type=click.Choice(["B-B", "B-T"]),
+    default=None,
+    help="XAdES level; B-T when --tsa is given, else B-B.",
+)
+@click.argument(
+    "input_file", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.argument("output_file", metavar="OUT", type=click.Path(dir_okay=False, path_type=Path))
+def sign(
+    key_file: Path | None,
+    cert_file: Path | None,
+    p12_file: Path | None,
+    password_env: str | None,
+    chain_files: tuple[Path, ...],
+    tsa_url: str | None,
+    level: str | None,
+    input_file: Path,
+    output_file: Path,
+) -> None:
+    """Sign the XML document IN with an enveloped XAdES signature, writing OUT."""
+    if p12_file is None and (key_file is None or cert_file is None):
+        raise click.UsageError("give --key and --cert, or --p12")
+    if p12_file is not None and (key_file or cert_file):
+        raise click.UsageError("--p12 cannot be combined with --key/--cert")
+    password = os.environ.get(password_env, "").encode() or None if password_env else None
+    with plain_errors():
+        from signing.errors import SigningError
+        from signing.keys import load_signer, load_signer_p12
+        from signing.timestamp import HttpTimeStamper
+        from signing.xades_sign import Level, sign_xml
+
+        data = input_file.read_bytes()
+        if data.lstrip()[:5] == b"%PDF-":
+            raise SigningError("PDF signing (PAdES) is not available yet; sign an XML envelope")
+        chain = [p.read_bytes() for p in chain_files]
+        if p12_file is not None:
+            signer = load_signer_p12(p12_file.read_bytes(), password, chain)
+        else:
+            assert key_file is not None and cert_file is not None
+            signer = load_signer(key_file.read_bytes(), cert_file.read_bytes(), chain, password)
+        chosen = Level(level or ("B-T" if tsa_url else "B-B"))
+        stamper = HttpTimeStamper(tsa_url) if tsa_url else None
+        signed = sign_xml(data, signer, level=chosen, timestamper=stamper)
+        output_file.write_bytes(signed)
+    subject = signer.cert.subject.rfc4514_string()
+    click.echo(f"signed {input_file} -> {output_file} (XAdES-{chosen.value}, {subject})")
+
+
+@main.command()
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Trust anchor certificate file or folder; repeatable. "
+    "Default: $ROGATORY_TRUST (folders separated by ':').",
+)
+@click.option(
+    "--at",
+    "at",
+    callback=_parse_time,
+    metavar="TIME",
+    help="Validate at this time (ISO 8601) instead of now; revocation data is then not fetched.",
+)
+@click.option(
+    "--revocation",
+    type=click.Choice(["hard", "soft", "require"]),
+    default="hard",
+    show_default=True,
+    help="hard: check wherever a certificate names a source, INDETERMINATE if unreachable; "
+    "require: missing revocation data is INDETERMINATE; soft: unreachable data is a warning.",
+)
+@click.option("--offline", is_flag=True, help="Never fetch CRLs or OCSP responses.")
+@click.option("--json", "as_json", is_flag=True, help='Print one JSON object {"documents": [...]}.')
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def verify(
+    trust: tuple[Path, ...],
+    at: datetime | None,
+    revocation: str,
+    offline: bool,
+    as_json: bool,
+    paths: tuple[Path, ...],
+) -> None:
+    """Verify the signatures of each document in PATHS (files or folders).
+
+    Exit code: 0 all TOTAL-PASSED, 1 any TOTAL-FAILED, 3 some INDETERMINATE,
+    4 a path could not be read, 2 a usage error.
+    """
+    from signing.trust import RevocationPolicy
+
+    from .render import render_report
+    from .verification import Unreadable, build_engine, expand_paths, verify_document
+
+    anchors = list(trust) or [Path(p) for p in os.environ.get("ROGATORY_TRUST", "").split(":") if p]
+    with plain_errors():
+        engine = build_engine(
+            anchors, revocation=RevocationPolicy(revocation), allow_fetching=not offline
+        )
+    documents: list[dict[str, Any]] = []
+    indications: list[str] = []
+    unreadable = False
+    for item in expand_paths(paths):
+        if isinstance(item, Unreadable):
+            unreadable = True
+            _report_unreadable(item.path, item.reason, as_json, documents)
+            continue
+        try:
+            data = sys.stdin.buffer.read() if str(item) == "-" else item.read_bytes()
+        except OSError as exc:
+            unreadable = True
+            _report_unreadable(str(item), exc.strerror or str(exc), as_json, documents)
+            continue
+        report = verify_document(data, engine, path=str(item), at=at)
+        indications.append(report.verdict.indication.value)
+        if as_json:
+            documents.append(report.to_json())
+        else:
+            render_report(report, trusted=engine is not None)
+    if as_json:
+        click.echo(json.dumps({"documents": documents}, indent=2, ensure_ascii=False))
+    if "TOTAL-FAILED" in indications:
+        sys.exit(EXIT_FAILED)
+    if unreadable:
+        sys.exit(EXIT_UNREADABLE)
+    if "INDETERMINATE" in indications:
+        sys.exit(EXIT_INDETERMINATE)
+
+
+def _report_unreadable(
+    path: str, reason: str, as_json: bool, documents: list[dict[str, Any]]
+) -> None:
+    click.secho(f"error: cannot read {path}: {reason}", fg="red", err=True)
+    if as_json:
+        documents.append(
+            {
+                "path": path,
+                "kind": None,
+                "indication": None,
+                "subindication": None,
+                "reason": f"cannot read: {reason}",
+                "error": reason,
+                "signatures": [],
+            }
+        )
+
+
+@main.group()
+def pki() -> None:
+    """The development PKI (never for production use)."""
+
+
+@pki.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a PKI that already exists in DIRECTORY.")
+@click.option("--crl-url", metavar="URL", help="Base URL where the CRLs will be published.")
+@click.option(
+    "--ocsp-url", metavar="URL", help="URL of an OCSP responder for the issued certificates."
+)
+def pki_init(directory: Path, force: bool, crl_url: str | None, ocsp_url: str | None) -> None:
+    """Write a root CA, demo authorities' signing certificates, gateway TLS and TSA certificates.
+
+    Private keys stay in DIRECTORY (mode 0600); never commit them.
+    """
+    with plain_errors():
+        from .pki import create_dev_pki
+
+        dev = create_dev_pki(directory, crl_url=crl_url, ocsp_url=ocsp_url, overwrite=force)
+    click.echo(f"development PKI written to {directory}")
+    for name in dev.names():
+        click.echo(f"  {name:<12} {dev.cert(name).subject.rfc4514_string()}")
+    click.echo(f"trust anchor: {dev.root_path}")
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_dir",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the development PKI and the signed examples.",
+)
+def demo(data_dir: Path) -> None:
+    """Sign every example envelope as its sending authority, verify each, and a tampered copy."""
+    with plain_errors():
+        from .demo import run_demo
+
+        code = run_demo(data_dir)
+    sys.exit(code)

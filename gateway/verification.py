@@ -1,0 +1,111 @@
+"""Verifying documents as a clerk or the intake sees them: kind by content, policy by kind.
+
+An XML document whose root is a Rogatory envelope is held to the envelope
+policy (one signature over the whole envelope) and its *signed* content must
+pass the schema and the profile rules; any other XML document is verified as
+general XML-DSig/XAdES.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from signing.errors import XMLInputError
+from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy, load_anchors
+from signing.verdict import DocumentReport, SubIndication, Verdict
+from signing.xml_document import ENVELOPE_POLICY, GENERAL_POLICY, verify_xml
+from signing.xmlparse import parse_xml
+
+ENVELOPE_TAG = "{urn:rogatory:envelope:1}Envelope"
+DOCUMENT_SUFFIXES = {".xml", ".pdf"}
+
+
+def sniff_kind(data: bytes) -> str:
+    """``pdf`` or ``xml``, by content rather than by file name."""
+    return "pdf" if b"%PDF-" in data[:1024] else "xml"
+
+
+def build_engine(
+    trust: Iterable[Path],
+    *,
+    revocation: RevocationPolicy = RevocationPolicy.HARD,
+    allow_fetching: bool = True,
+) -> TrustEngine | None:
+    """The trust engine for these anchors, or None when none were given."""
+    paths = list(trust)
+    if not paths:
+        return None
+    policy = TrustPolicy(
+        anchors=load_anchors(paths), revocation=revocation, allow_fetching=allow_fetching
+    )
+    return TrustEngine(policy)
+
+
+def _is_envelope(data: bytes) -> bool:
+    try:
+        return bool(parse_xml(data).tag == ENVELOPE_TAG)
+    except XMLInputError:
+        return False
+
+
+def verify_document(
+    data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
+) -> DocumentReport:
+    """The verdict on one document's bytes."""
+    if sniff_kind(data) == "pdf":
+        return DocumentReport.from_signatures(
+            path,
+            "pdf",
+            [],
+            document_failure=Verdict.indeterminate(
+                SubIndication.FORMAT_FAILURE, "PDF (PAdES) verification is not available yet"
+            ),
+        )
+    if not _is_envelope(data):
+        return verify_xml(data, engine, path=path, at=at, policy=GENERAL_POLICY).report
+    return verify_envelope(data, engine, path=path, at=at)
+
+
+def verify_envelope(
+    data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
+) -> DocumentReport:
+    """An envelope: the strict signature policy, then schema and profile on the signed content."""
+    from .envelope import validate_envelope
+
+    verified = verify_xml(data, engine, path=path, at=at, policy=ENVELOPE_POLICY)
+    report = verified.report
+    if verified.signed_document is None or report.verdict.indication.value == "TOTAL-FAILED":
+        return report
+    problems = validate_envelope(parse_xml(verified.signed_document))
+    if not problems:
+        return report
+    listed = "; ".join(f"{p.path}: {p.message}" for p in problems[:10])
+    failure = Verdict.failed(
+        SubIndication.FORMAT_FAILURE,
+        f"the signed envelope breaks {len(problems)} rule(s): {listed}",
+    )
+    return DocumentReport.from_signatures(
+        path, "xml", report.signatures, document_failure=failure, warnings=report.warnings
+    )
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    path: str
+    reason: str
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path | Unreadable]:
+    """Files as given, folders as the documents in them (recursively, sorted)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
+            )
+        elif path.exists() or str(path) == "-":
+            yield path
+        else:
+            yield Unreadable(str(path), "no such file or folder")
