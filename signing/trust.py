@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -166,7 +165,6 @@ class TrustEngine:
         self.policy = policy
         self._anchors = [_to_asn1(c) for c in policy.anchors]
         self._cache: dict[tuple[object, ...], tuple[float, ChainResult]] = {}
-        self._local = threading.local()
 
     def validate(
         self,
@@ -196,12 +194,6 @@ class TrustEngine:
         self._cache[key] = (expiry, result)
         return result
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
-        if loop is None:
-            loop = self._local.loop = asyncio.new_event_loop()
-        return loop
-
     def _context(
         self, at: datetime | None, intermediates: list[asn1_x509.Certificate]
     ) -> ValidationContext:
@@ -230,10 +222,17 @@ class TrustEngine:
     ) -> ChainResult:
         warnings: list[str] = []
         purpose_problem = _check_purpose(cert, purpose)
+        if cert.issuer == cert.subject and cert not in self.policy.anchors:
+            return ChainResult(
+                Verdict.indeterminate(
+                    SubIndication.NO_CERTIFICATE_CHAIN_FOUND,
+                    f"the certificate {describe(cert)!r} is self-signed and is not a trust anchor",
+                )
+            )
         try:
             context = self._context(at, [_to_asn1(c) for c in intermediates])
             validator = CertificateValidator(_to_asn1(cert), validation_context=context)
-            path = self._loop().run_until_complete(validator.async_validate_path())
+            path = asyncio.run(validator.async_validate_path())
         except cv_errors.RevokedError as exc:
             return ChainResult(
                 Verdict.failed(SubIndication.REVOKED, f"certificate revoked: {exc}"),

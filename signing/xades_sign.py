@@ -83,7 +83,7 @@ def sign_xml(
     doc_digest = digest(canonicalize_document(root, method), Digest.SHA256)
 
     sig_id = "sig-" + secrets.token_hex(8)
-    signature = _el(root, DS, "Signature", Id=sig_id)
+    signature = etree.SubElement(root, f"{{{DS}}}Signature", {"Id": sig_id}, nsmap={"ds": DS})
     signed_info = _el(signature, DS, "SignedInfo")
     _el(signed_info, DS, "CanonicalizationMethod", Algorithm=method.value)
     sig_method = method_for(signer.key)

@@ -226,7 +226,11 @@ def _verify(
         if weak_cert_digest:
             warnings.append("the SigningCertificate property uses SHA-1")
 
-    candidates = [signing_cert] if signing_cert is not None else certs
+    # With signed properties, only the certificate they name may verify the signature.
+    if props is not None:
+        candidates = [signing_cert] if signing_cert is not None else []
+    else:
+        candidates = certs
     verified_with: x509.Certificate | None = None
     for cert in candidates:
         try:
@@ -242,7 +246,7 @@ def _verify(
                 "the signature value does not verify with the signing certificate's key",
             )
         )
-    elif not candidates:
+    elif not candidates and props is None:
         verdicts.append(
             Verdict.indeterminate(
                 SubIndication.NO_SIGNING_CERTIFICATE_FOUND,

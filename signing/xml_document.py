@@ -18,7 +18,7 @@ from .errors import XMLInputError
 from .trust import TrustEngine
 from .verdict import DocumentReport, SubIndication, Verdict
 from .xades_verify import Checked, SignedReference, verify_signature
-from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE
+from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE, XADES
 from .xmlparse import parse_xml
 
 _C14N_URIS = {m.value for m in C14N}
@@ -62,6 +62,31 @@ def _envelope_shape(root: etree._Element, signatures: list[etree._Element]) -> V
         return Verdict.failed(
             SubIndication.FORMAT_FAILURE, "the envelope's signature is not a child of its root"
         )
+    return None
+
+
+_SIGNATURE_PARTS = {
+    f"{{{DS}}}{name}" for name in ("SignedInfo", "SignatureValue", "KeyInfo", "Object")
+}
+_QUALIFYING = f"{{{XADES}}}QualifyingProperties"
+
+
+def _foreign_content(signature: etree._Element) -> Verdict | None:
+    """Why the signature holds more than XAdES needs (room to smuggle unsigned data), or None."""
+    for child in signature:
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag not in _SIGNATURE_PARTS:
+            return Verdict.failed(
+                SubIndication.FORMAT_FAILURE, f"unexpected element {child.tag} in the signature"
+            )
+        if child.tag == f"{{{DS}}}Object" and [c.tag for c in child if isinstance(c.tag, str)] != [
+            _QUALIFYING
+        ]:
+            return Verdict.failed(
+                SubIndication.FORMAT_FAILURE,
+                "an envelope signature's Object holds only its QualifyingProperties",
+            )
     return None
 
 
@@ -113,7 +138,9 @@ def verify_xml(
     checked = [verify_signature(sig, root, engine, at=at) for sig in signatures]
     document_failure = shape
     if policy.require_whole_document and shape is None:
-        document_failure = _covers_whole(checked[0].references, signatures[0])
+        document_failure = _foreign_content(signatures[0]) or _covers_whole(
+            checked[0].references, signatures[0]
+        )
         if checked[0].report.level is None and document_failure is None:
             document_failure = Verdict.failed(
                 SubIndication.FORMAT_FAILURE,

@@ -1,0 +1,54 @@
+"""Shared fixtures: a development PKI, signers, a trust engine and signed envelopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.pki import DevPKI, create_dev_pki
+from schemas import examples_dir
+from signing.keys import Signer
+from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy
+from signing.xades_sign import sign_xml
+
+CONFORMANCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPKI:
+    return create_dev_pki(tmp_path_factory.mktemp("pki"))
+
+
+def signer_for(pki: DevPKI, name: str) -> Signer:
+    chain = tuple(c for c in pki.chain(name)[1:] if c != pki.root())
+    return Signer(pki.key(name), pki.cert(name), chain)
+
+
+@pytest.fixture(scope="session")
+def es_signer(pki: DevPKI) -> Signer:
+    return signer_for(pki, "ES-MJ")
+
+
+@pytest.fixture(scope="session")
+def engine(pki: DevPKI) -> TrustEngine:
+    return TrustEngine(
+        TrustPolicy(anchors=(pki.root(),), revocation=RevocationPolicy.HARD, allow_fetching=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def envelope() -> bytes:
+    """The unsigned 5 KB mutual legal assistance request from Spain (ES-MJ)."""
+    return (examples_dir() / "mla-request.xml").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def signed_envelope(envelope: bytes, es_signer: Signer) -> bytes:
+    return sign_xml(envelope, es_signer)
+
+
+@pytest.fixture()
+def sign(es_signer: Signer) -> Callable[[bytes], bytes]:
+    return lambda data: sign_xml(data, es_signer)
