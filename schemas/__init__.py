@@ -1,0 +1,25 @@
+"""Package data: the envelope schema and example envelopes."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+ENVELOPE_NS = "urn:rogatory:envelope:1"
+
+_SCHEMA_FILE = "envelope-1.xsd"
+
+
+def _resource(name: str) -> Path:
+    # Rogatory is never installed zipped: a real path lets callers open and glob.
+    return Path(str(files(__name__) / name))
+
+
+def schema_path() -> Path:
+    """Path of the envelope XSD (namespace ``ENVELOPE_NS``)."""
+    return _resource(_SCHEMA_FILE)
+
+
+def examples_dir() -> Path:
+    """Directory of the unsigned example envelopes, one per request type."""
+    return _resource("examples")
