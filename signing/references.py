@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator
-from contextlib import contextmanager
+import copy
 from dataclasses import dataclass
 
 from lxml import etree
@@ -71,58 +70,78 @@ def dereference(root: etree._Element, uri: str | None) -> Dereferenced:
     return Dereferenced(matches[0], whole_document=matches[0] is root)
 
 
-@contextmanager
-def detached(elements: list[etree._Element]) -> Iterator[None]:
-    """Take ``elements`` out of their tree for a moment, keeping the text around them."""
-    undo: list[
-        tuple[etree._Element, etree._Element, int, str | None, etree._Element | None, str | None]
-    ] = []
-    try:
-        for element in elements:
-            parent = element.getparent()
-            if parent is None:
-                continue
-            index = parent.index(element)
-            tail = element.tail
-            previous = parent[index - 1] if index else None
-            saved = previous.tail if previous is not None else parent.text
-            if tail:
-                if previous is not None:
-                    previous.tail = (previous.tail or "") + tail
-                else:
-                    parent.text = (parent.text or "") + tail
-            element.tail = None
-            parent.remove(element)
-            undo.append((element, parent, index, tail, previous, saved))
-        yield
-    finally:
-        for element, parent, index, tail, previous, saved in reversed(undo):
-            if previous is not None:
-                previous.tail = saved
-            else:
-                parent.text = saved
-            parent.insert(index, element)
-            element.tail = tail
+def _index_path(element: etree._Element) -> list[int]:
+    """Child positions from the root down to ``element``."""
+    path: list[int] = []
+    parent = element.getparent()
+    while parent is not None:
+        path.append(parent.index(element))
+        element, parent = parent, parent.getparent()
+    return path[::-1]
+
+
+def _follow(root: etree._Element, path: list[int]) -> etree._Element:
+    node = root
+    for index in path:
+        node = node[index]
+    return node
+
+
+def _remove_keeping_text(element: etree._Element) -> None:
+    """Remove ``element`` from its parent, leaving the text that followed it in place."""
+    parent = element.getparent()
+    if parent is None:
+        return
+    tail = element.tail
+    if tail:
+        index = parent.index(element)
+        if index:
+            previous = parent[index - 1]
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    element.tail = None
+    parent.remove(element)
+
+
+def _without(node: etree._Element, excluded: list[etree._Element]) -> etree._Element:
+    """``node`` in a copy of its document from which ``excluded`` are removed.
+
+    The received tree is never modified: taking an element out of an lxml tree
+    and putting it back re-declares namespaces inside it (``xades:`` becomes
+    ``ns3:``), which changes the canonical form of everything read afterwards.
+    """
+    excluded = [e for e in excluded if e is not node]
+    if not excluded:
+        return node
+    tree = node.getroottree()
+    root = tree.getroot()
+    copy_root = copy.deepcopy(tree).getroot()
+    copies = [
+        _follow(copy_root, _index_path(e)) for e in excluded if e.getroottree().getroot() is root
+    ]
+    target = _follow(copy_root, _index_path(node))
+    for element in copies:
+        _remove_keeping_text(element)
+    return target
 
 
 def _serialize(target: Dereferenced, method: C14N, excluded: list[etree._Element]) -> bytes:
-    node = target.node
-    assert node is not None
+    assert target.node is not None
     comments = method.with_comments and not target.whole_document
-    with detached([e for e in excluded if e is not node]):
-        subject: etree._Element | etree._ElementTree = (
-            node.getroottree() if target.whole_document else node
-        )
-        return etree.tostring(
-            subject, method="c14n", exclusive=method.exclusive, with_comments=comments
-        )
+    node = _without(target.node, excluded)
+    subject: etree._Element | etree._ElementTree = (
+        node.getroottree() if target.whole_document else node
+    )
+    return etree.tostring(
+        subject, method="c14n", exclusive=method.exclusive, with_comments=comments
+    )
 
 
 def _string_value(target: Dereferenced, excluded: list[etree._Element]) -> bytes:
     assert target.node is not None
-    with detached([e for e in excluded if e is not target.node]):
-        text = "".join(str(t) for t in target.node.itertext())
-    return text.encode("utf-8")
+    node = _without(target.node, excluded)
+    return "".join(str(t) for t in node.itertext()).encode("utf-8")
 
 
 def apply_transforms(
