@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import re
 from dataclasses import dataclass
 
 from lxml import etree
@@ -19,7 +20,7 @@ from .xmldsig import BASE64, C14N, DS, ENVELOPED, UnsupportedAlgorithm
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 # Recommended by XAdES and used widely: "every node but signatures".
 _XPATH = "http://www.w3.org/TR/1999/REC-xpath-19991116"
-_NOT_SIGNATURE = "not(ancestor-or-self::ds:Signature)"
+_NOT_SIGNATURE = re.compile(r"not\(\s*ancestor-or-self::([A-Za-z_][\w.-]*):Signature\s*\)")
 
 
 class ReferenceError_(Exception):
@@ -183,9 +184,13 @@ def apply_transforms(
 
 
 def _is_not_signature_xpath(transform: etree._Element) -> bool:
+    """Whether the XPath is exactly ``not(ancestor-or-self::P:Signature)``, P bound to XML-DSig.
+
+    This is the only XPath Rogatory evaluates; any prefix may name the
+    XML-DSig namespace (``ds:``, ``dsig:``), as XPath prefixes are local.
+    """
     xpath = transform.find(f"{{{DS}}}XPath")
-    return (
-        xpath is not None
-        and (xpath.text or "").strip() == _NOT_SIGNATURE
-        and xpath.nsmap.get("ds") == DS
-    )
+    if xpath is None:
+        return False
+    match = _NOT_SIGNATURE.fullmatch((xpath.text or "").strip())
+    return match is not None and xpath.nsmap.get(match.group(1)) == DS
