@@ -39,6 +39,7 @@ from .xmldsig import (
 )
 
 _Q = {"ds": DS, "xades": XADES}
+COUNTERSIGNED_TYPE = "http://uri.etsi.org/01903#CountersignedSignature"
 
 
 class FormatProblem(Exception):
@@ -135,6 +136,17 @@ def _signing_cert_from_property(
     )
 
 
+def _countersigned_value(signature: etree._Element) -> etree._Element | None:
+    """The SignatureValue a counter-signature must sign, or None for a top-level signature."""
+    parent = signature.getparent()
+    if parent is None or parent.tag != f"{{{XADES}}}CounterSignature":
+        return None
+    enclosing = next(parent.iterancestors(f"{{{DS}}}Signature"), None)
+    if enclosing is None:
+        raise FormatProblem("a CounterSignature that is not inside any signature")
+    return _one(enclosing, "ds:SignatureValue", "SignatureValue in the countersigned signature")
+
+
 def verify_signature(
     signature: etree._Element,
     root: etree._Element,
@@ -178,6 +190,8 @@ def _verify(
     signed_info_octets = canonicalize(signed_info, c14n)
 
     references: list[SignedReference] = []
+    countersigned = _countersigned_value(signature)
+    countersigns = False
     weak = sig_method.weak
     ref_elements = signed_info.findall("ds:Reference", _Q)
     if not ref_elements:
@@ -207,6 +221,16 @@ def _verify(
                 )
             )
         references.append(_signed_reference(ref, uri, transforms, octets, target))
+        if countersigned is not None and ref.get("Type") == COUNTERSIGNED_TYPE:
+            countersigns = countersigns or target.node is countersigned
+    if countersigned is not None and not countersigns:
+        verdicts.append(
+            Verdict.failed(
+                SubIndication.FORMAT_FAILURE,
+                "the counter-signature does not sign the SignatureValue of the signature it is "
+                "attached to (no CountersignedSignature reference points at it)",
+            )
+        )
 
     certs = _certificates(signature)
     props = _signed_properties(signature)
