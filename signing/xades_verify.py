@@ -235,14 +235,13 @@ def _verify(
     certs = _certificates(signature)
     props = _signed_properties(signature)
     signing_cert: x509.Certificate | None = None
+    uncovered_props: Verdict | None = None
     if props is not None:
         props_id = props.get("Id")
         if props_id is None or not any(r.uri == f"#{props_id}" for r in references):
-            verdicts.append(
-                Verdict.failed(
-                    SubIndication.FORMAT_FAILURE,
-                    "the XAdES SignedProperties are not covered by the signature",
-                )
+            uncovered_props = Verdict.failed(
+                SubIndication.FORMAT_FAILURE,
+                "the XAdES SignedProperties are not covered by the signature",
             )
         signing_cert, problem, weak_cert_digest = _signing_cert_from_property(props, certs)
         if problem is not None:
@@ -277,6 +276,10 @@ def _verify(
                 "the signature carries no X.509 certificate to identify its signer",
             )
         )
+
+    # After the signature value: when SignedInfo itself was altered, that is the first finding.
+    if uncovered_props is not None:
+        verdicts.append(uncovered_props)
 
     if weak:
         verdicts.append(
