@@ -301,7 +301,17 @@ def _verify(
     level = None
     if props is not None:
         level = "XAdES-B-B"
-    stamp_verdicts, stamp_time = check_signature_timestamps(signature, value_el, engine, at)
+    try:
+        stamp_verdicts, stamp_time = check_signature_timestamps(signature, value_el, engine, at)
+    except ValueError as exc:  # a token whose ASN.1 the time-stamp reader does not expect
+        stamp_verdicts, stamp_time = (
+            [
+                Verdict.indeterminate(
+                    SubIndication.FORMAT_FAILURE, f"a signature time-stamp cannot be read: {exc}"
+                )
+            ],
+            None,
+        )
     verdicts.extend(stamp_verdicts)
     if stamp_time is not None:
         signing_time, source, level = stamp_time, "timestamp", "XAdES-B-T"
