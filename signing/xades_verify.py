@@ -320,10 +320,19 @@ def _verify(
     revocation = None
     if verified_with is not None and engine is not None:
         others = [c for c in certs if c is not verified_with]
-        result = engine.validate(verified_with, others, purpose=KeyPurpose.SIGNING, at=at)
-        verdicts.append(result.verdict)
-        chain_names, revocation = result.chain_names, result.revocation
-        warnings.extend(result.warnings)
+        try:
+            result = engine.validate(verified_with, others, purpose=KeyPurpose.SIGNING, at=at)
+        except ValueError as exc:  # an extension the certificate parser refuses
+            verdicts.append(
+                Verdict.indeterminate(
+                    SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
+                    f"the signing certificate cannot be validated: {exc}",
+                )
+            )
+        else:
+            verdicts.append(result.verdict)
+            chain_names, revocation = result.chain_names, result.revocation
+            warnings.extend(result.warnings)
     elif verified_with is not None:
         verdicts.append(
             Verdict.indeterminate(
