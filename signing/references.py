@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .xmldsig import BASE64, C14N, DS, ENVELOPED, UnsupportedAlgorithm
+from .xmldsig import BASE64, C14N, DS, ENVELOPED, UnsupportedAlgorithm, canonicalize
 
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 # Recommended by XAdES and used widely: "every node but signatures".
@@ -131,12 +131,11 @@ def _serialize(target: Dereferenced, method: C14N, excluded: list[etree._Element
     assert target.node is not None
     comments = method.with_comments and not target.whole_document
     node = _without(target.node, excluded)
-    subject: etree._Element | etree._ElementTree = (
-        node.getroottree() if target.whole_document else node
-    )
-    return etree.tostring(
-        subject, method="c14n", exclusive=method.exclusive, with_comments=comments
-    )
+    if target.whole_document:
+        return etree.tostring(
+            node.getroottree(), method="c14n", exclusive=method.exclusive, with_comments=comments
+        )
+    return canonicalize(node, method, with_comments=comments)
 
 
 def _string_value(target: Dereferenced, excluded: list[etree._Element]) -> bytes:

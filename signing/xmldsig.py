@@ -131,11 +131,23 @@ def algorithm(enum: type[E], uri: str | None, what: str) -> E:
         raise UnsupportedAlgorithm(f"unsupported {what} algorithm {uri!r}") from None
 
 
-def canonicalize(node: etree._Element, method: C14N) -> bytes:
-    """The canonical form of ``node``'s subtree (in-scope namespaces included)."""
-    return etree.tostring(
-        node, method="c14n", exclusive=method.exclusive, with_comments=method.with_comments
-    )
+# Re-reads only Rogatory's own serialization of an already parsed tree.
+_REPARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+
+
+def canonicalize(node: etree._Element, method: C14N, *, with_comments: bool | None = None) -> bytes:
+    """The canonical form of ``node``'s subtree (in-scope namespaces included).
+
+    A subtree is first made the root of a document of its own: lxml 6 /
+    libxml2 2.14 canonicalize an element that is not the root wrongly when a
+    default namespace is declared above it (its grandchildren get
+    ``xmlns=""``), which breaks every XML-DSig that uses ``xmlns=`` for ds.
+    Serializing the element declares all its in-scope namespaces on it.
+    """
+    comments = method.with_comments if with_comments is None else with_comments
+    if node.getparent() is not None:
+        node = etree.fromstring(etree.tostring(node, with_tail=False), parser=_REPARSER)
+    return etree.tostring(node, method="c14n", exclusive=method.exclusive, with_comments=comments)
 
 
 def digest(data: bytes, method: Digest) -> bytes:
