@@ -156,6 +156,40 @@ def _check_purpose(cert: x509.Certificate, purpose: KeyPurpose) -> str | None:
     return None
 
 
+# certvalidator's errors, most specific first, as (sub-indication, revocation, reason).
+_ERRORS: tuple[tuple[type[Exception], SubIndication, str, str], ...] = (
+    (cv_errors.RevokedError, SubIndication.REVOKED, "revoked", "certificate revoked"),
+    (cv_errors.ExpiredError, SubIndication.OUT_OF_BOUNDS_NO_POE, "not checked",
+     "certificate expired at the validation time"),
+    (cv_errors.NotYetValidError, SubIndication.OUT_OF_BOUNDS_NO_POE, "not checked",
+     "certificate not yet valid at the validation time"),
+    (cv_errors.InsufficientRevinfoError, SubIndication.TRY_LATER, "unavailable",
+     "revocation status unavailable"),
+    (cv_errors.DisallowedAlgorithmError, SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE,
+     "not checked", "weak algorithm in the certificate path"),
+    (cv_errors.PathBuildingError, SubIndication.NO_CERTIFICATE_CHAIN_FOUND, "not checked",
+     "the certificate does not chain to a trust anchor"),
+    (cv_errors.PathValidationError, SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
+     "not checked", "certificate path validation failed"),
+    (Exception, SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE, "not checked",
+     "certificate path validation could not run"),
+)  # fmt: skip
+
+
+def _chain_failure(cert: x509.Certificate, exc: Exception) -> ChainResult:
+    """The verdict for a path validation error: revoked fails, all else is indeterminate."""
+    for kind, sub, revocation, reason in _ERRORS:
+        if isinstance(exc, kind):
+            message = f"{reason} ({describe(cert)}): {exc}"
+            verdict = (
+                Verdict.failed(sub, message)
+                if sub is SubIndication.REVOKED
+                else Verdict.indeterminate(sub, message)
+            )
+            return ChainResult(verdict, revocation=revocation)
+    raise AssertionError("unreachable: the table ends with Exception")
+
+
 class TrustEngine:
     """Validates certificates against a ``TrustPolicy``; one per process is enough."""
 
@@ -245,60 +279,8 @@ class TrustEngine:
             context = self._context(at, [self._asn1(c) for c in intermediates])
             validator = CertificateValidator(self._asn1(cert), validation_context=context)
             path = asyncio.run(validator.async_validate_path())
-        except cv_errors.RevokedError as exc:
-            return ChainResult(
-                Verdict.failed(SubIndication.REVOKED, f"certificate revoked: {exc}"),
-                revocation="revoked",
-            )
-        except cv_errors.ExpiredError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.OUT_OF_BOUNDS_NO_POE,
-                    f"certificate expired at the validation time: {exc}",
-                )
-            )
-        except cv_errors.NotYetValidError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.OUT_OF_BOUNDS_NO_POE,
-                    f"certificate not yet valid at the validation time: {exc}",
-                )
-            )
-        except cv_errors.InsufficientRevinfoError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.TRY_LATER, f"revocation status unavailable: {exc}"
-                ),
-                revocation="unavailable",
-            )
-        except cv_errors.DisallowedAlgorithmError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE,
-                    f"weak algorithm in the certificate path: {exc}",
-                )
-            )
-        except cv_errors.PathBuildingError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.NO_CERTIFICATE_CHAIN_FOUND,
-                    f"the certificate {describe(cert)!r} does not chain to a trust anchor ({exc})",
-                )
-            )
-        except (cv_errors.PathValidationError, cv_errors.ValidationError) as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
-                    f"certificate path validation failed: {exc}",
-                )
-            )
-        except ValueError as exc:
-            return ChainResult(
-                Verdict.indeterminate(
-                    SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE,
-                    f"certificate path validation could not run: {exc}",
-                )
-            )
+        except (cv_errors.PathError, cv_errors.ValidationError, ValueError) as exc:
+            return _chain_failure(cert, exc)
         chain = tuple(_to_crypto(c) for c in path.iter_certs(include_root=True))
         if purpose_problem is not None:
             return ChainResult(
