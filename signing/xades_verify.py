@@ -15,7 +15,8 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from lxml import etree
 
 from .references import Dereferenced, ReferenceError_, apply_transforms, dereference
@@ -25,6 +26,7 @@ from .xades_timestamp import check_signature_timestamps
 from .xmldsig import (
     C14N,
     DS,
+    DS11,
     ENVELOPED,
     SIGNED_PROPERTIES_TYPE,
     XADES,
@@ -38,7 +40,12 @@ from .xmldsig import (
     verify_raw,
 )
 
-_Q = {"ds": DS, "xades": XADES}
+_Q = {"ds": DS, "xades": XADES, "dsig11": DS11}
+_EC_CURVES: dict[str, ec.EllipticCurve] = {
+    "urn:oid:1.2.840.10045.3.1.7": ec.SECP256R1(),
+    "urn:oid:1.3.132.0.34": ec.SECP384R1(),
+    "urn:oid:1.3.132.0.35": ec.SECP521R1(),
+}
 COUNTERSIGNED_TYPE = "http://uri.etsi.org/01903#CountersignedSignature"
 
 
@@ -89,6 +96,38 @@ def _certificates(signature: etree._Element) -> list[x509.Certificate]:
         except ValueError:
             raise FormatProblem("an X509Certificate in KeyInfo cannot be parsed") from None
     return certs
+
+
+def _int(parent: etree._Element, name: str) -> int:
+    return int.from_bytes(_b64(_one(parent, f"ds:{name}", name).text, name))
+
+
+def _key_values(signature: etree._Element) -> list[object]:
+    """Bare public keys in KeyInfo (KeyValue, DEREncodedKeyValue); RetrievalMethod is not followed.
+
+    A bare key lets the signature value be checked, never the signer identified.
+    """
+    keys: list[object] = []
+    try:
+        for node in signature.findall("ds:KeyInfo/ds:KeyValue/ds:RSAKeyValue", _Q):
+            keys.append(
+                rsa.RSAPublicNumbers(_int(node, "Exponent"), _int(node, "Modulus")).public_key()
+            )
+        for node in signature.findall("ds:KeyInfo/ds:KeyValue/ds:DSAKeyValue", _Q):
+            params = dsa.DSAParameterNumbers(_int(node, "P"), _int(node, "Q"), _int(node, "G"))
+            keys.append(dsa.DSAPublicNumbers(_int(node, "Y"), params).public_key())
+        for node in signature.findall("ds:KeyInfo/ds:KeyValue/dsig11:ECKeyValue", _Q):
+            named = node.find("dsig11:NamedCurve", _Q)
+            uri = named.get("URI") if named is not None else None
+            if uri is None or uri not in _EC_CURVES:
+                raise UnsupportedAlgorithm(f"unsupported ECKeyValue curve {uri!r}")
+            point = _b64(node.findtext("dsig11:PublicKey", None, _Q), "ECKeyValue PublicKey")
+            keys.append(ec.EllipticCurvePublicKey.from_encoded_point(_EC_CURVES[uri], point))
+        for node in signature.findall("ds:KeyInfo/dsig11:DEREncodedKeyValue", _Q):
+            keys.append(load_der_public_key(_b64(node.text, "DEREncodedKeyValue")))
+    except ValueError as exc:
+        raise FormatProblem(f"a public key in KeyInfo cannot be read: {exc}") from None
+    return keys
 
 
 def _signed_properties(signature: etree._Element) -> etree._Element | None:
@@ -271,10 +310,7 @@ def _verify(
         )
     elif not candidates and props is None:
         verdicts.append(
-            Verdict.indeterminate(
-                SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
-                "the signature carries no X.509 certificate to identify its signer",
-            )
+            _bare_key_verdict(_key_values(signature), sig_method, value, signed_info_octets)
         )
 
     # After the signature value: when SignedInfo itself was altered, that is the first finding.
@@ -353,6 +389,34 @@ def _verify(
         details={"covers": _coverage(references), "id": signature.get("Id")},
     )
     return Checked(report, references, verified_with)
+
+
+def _bare_key_verdict(
+    keys: list[object], method: SignatureMethod, value: bytes, signed_info_octets: bytes
+) -> Verdict:
+    """Without a certificate: check the signature value with a bare key if there is one."""
+    no_cert = "the signature carries no X.509 certificate to identify its signer"
+    if not keys:
+        return Verdict.indeterminate(SubIndication.NO_SIGNING_CERTIFICATE_FOUND, no_cert)
+    for key in keys:
+        try:
+            verify_raw(key, method, value, signed_info_octets)
+        except InvalidSignature:
+            continue
+        strength = key_strength(key)
+        if not strength.ok:
+            return Verdict.indeterminate(
+                SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE, strength.reason
+            )
+        return Verdict.indeterminate(
+            SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
+            f"{no_cert}; the signature value verifies with the bare public key in KeyInfo, "
+            "which identifies no one",
+        )
+    return Verdict.failed(
+        SubIndication.SIG_CRYPTO_FAILURE,
+        "the signature value does not verify with the public key given in KeyInfo",
+    )
 
 
 def _signed_reference(
