@@ -51,9 +51,13 @@ class TimestampInfo:
     hash_algo: str
 
 
+class WeakTimestampError(TimestampError):
+    """The token is sound but uses a hash algorithm Rogatory no longer accepts."""
+
+
 def _digest(data: bytes, hash_algo: str) -> bytes:
     if hash_algo not in HASH_ALGORITHMS:
-        raise TimestampError(
+        raise WeakTimestampError(
             f"hash algorithm {hash_algo!r} is not accepted for time-stamps; "
             f"use one of {', '.join(HASH_ALGORITHMS)}"
         )
@@ -202,8 +206,12 @@ def verify_timestamp_token(token_der: bytes, data: bytes) -> TimestampInfo:
     tsa_cert = _to_crypto(certs.signer_cert)
     _require_timestamping_eku(tsa_cert)
     signer_der = certs.signer_cert.dump()
+    # Only plain certificates can help build the TSA's path; attribute and
+    # other certificate choices are ignored rather than misread.
     others = tuple(
-        _to_crypto(c) for c in signed_data["certificates"] or [] if c.chosen.dump() != signer_der
+        _to_crypto(c)
+        for c in signed_data["certificates"] or []
+        if c.name == "certificate" and c.chosen.dump() != signer_der
     )
     return TimestampInfo(
         gen_time=tst_info["gen_time"].native,

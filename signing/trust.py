@@ -267,7 +267,10 @@ class TrustEngine:
         at: datetime | None,
     ) -> ChainResult:
         warnings: list[str] = []
-        purpose_problem = _check_purpose(cert, purpose)
+        try:
+            purpose_problem = _check_purpose(cert, purpose)
+        except ValueError as exc:  # cryptography refuses a malformed extension
+            return _chain_failure(cert, exc)
         if cert.issuer == cert.subject and cert not in self.policy.anchors:
             return ChainResult(
                 Verdict.indeterminate(

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from .timestamp import TimestampError, verify_timestamp_token
+from .timestamp import TimestampError, WeakTimestampError, verify_timestamp_token
 from .trust import KeyPurpose, TrustEngine
 from .verdict import SubIndication, Verdict
 from .xmldsig import C14N, DS, XADES, UnsupportedAlgorithm, algorithm, canonicalize
@@ -50,6 +50,11 @@ def check_signature_timestamps(
             continue
         try:
             info = verify_timestamp_token(token, canonicalize(value_el, method))
+        except WeakTimestampError as exc:
+            verdicts.append(
+                Verdict.indeterminate(SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE, str(exc))
+            )
+            continue
         except TimestampError as exc:
             verdicts.append(
                 Verdict.failed(

@@ -75,27 +75,6 @@ DECISIONS: dict[str, Decision] = {
     ),
 }
 
-# Rows where the current verdict is a bug outside the files this suite may
-# change; strict xfail, so the fix makes these tests fail until updated.
-SHA1_TIMESTAMP_BUG = (
-    "xades_timestamp.py reports a SHA-1 time-stamp imprint as TOTAL-FAILED HASH_FAILURE; "
-    "it is a policy refusal (CRYPTO_CONSTRAINTS_FAILURE_NO_POE), not a changed document"
-)
-UNREADABLE_TOKEN_BUG = (
-    "timestamp.py cannot read a time-stamp token whose CMS certificate set holds a "
-    "non-certificate choice; xades_verify contains the ValueError as "
-    "INDETERMINATE FORMAT_FAILURE"
-)
-KNOWN_BUGS: dict[str, str] = {
-    "document.signed.c.xml": SHA1_TIMESTAMP_BUG,
-    "document.verified.c.xl.xml": SHA1_TIMESTAMP_BUG,
-    "dss1788-original.xml": SHA1_TIMESTAMP_BUG,
-    "nonconformant-Signature-X-ES-100.xml": SHA1_TIMESTAMP_BUG,
-    "nonconformant-Signature-X-ES-103.xml": SHA1_TIMESTAMP_BUG,
-    "Signature-X-CZ_SEF-4.xml": UNREADABLE_TOKEN_BUG,
-    "Signature-X-CZ_SEF-5.xml": UNREADABLE_TOKEN_BUG,
-}
-
 # A valid main signature carrying a forged counter-signature.
 FORGED_COUNTER_SIGNATURES = {
     "xades-counter-signature-injected.xml",
@@ -118,10 +97,7 @@ def _params() -> list[object]:
     params: list[object] = []
     for row in ROWS:
         name = row["file"]
-        marks = []
-        if name in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
-        params.append(pytest.param(name, row["expected_integrity"], id=name, marks=marks))
+        params.append(pytest.param(name, row["expected_integrity"], id=name))
     return params
 
 
@@ -134,7 +110,7 @@ def test_expectations_are_read() -> None:
         "InvalidDigest",
         "InvalidInput",
     }
-    assert set(DECISIONS) | set(KNOWN_BUGS) <= {r["file"] for r in ROWS}
+    assert set(DECISIONS) <= {r["file"] for r in ROWS}
 
 
 @pytest.mark.parametrize(("name", "expected"), _params())
