@@ -109,10 +109,11 @@ class ChainResult:
     chain: tuple[x509.Certificate, ...] = ()
     revocation: str = "not checked"
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # Rendered once: results are cached, and names are costly to render.
+    chain_names: tuple[str, ...] = field(init=False)
 
-    @property
-    def chain_names(self) -> tuple[str, ...]:
-        return tuple(c.subject.rfc4514_string() for c in self.chain)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chain_names", tuple(describe(c) for c in self.chain))
 
 
 def describe(cert: x509.Certificate) -> str:

@@ -379,7 +379,7 @@ def _verify(
     verdict = worst(v for v in verdicts if not v.ok) or Verdict.passed("signature valid")
     report = SignatureReport(
         verdict=verdict,
-        signer=describe(verified_with) if verified_with is not None else None,
+        signer=_signer_name(verified_with, chain_names),
         signing_time=signing_time,
         signing_time_source=source,
         level=level,
@@ -453,3 +453,10 @@ def _claimed_signing_time(props: etree._Element | None) -> tuple[datetime | None
         return datetime.fromisoformat(text.strip().replace("Z", "+00:00")), "claimed"
     except ValueError:
         raise FormatProblem(f"SigningTime {text!r} is not a date and time") from None
+
+
+def _signer_name(cert: x509.Certificate | None, chain_names: tuple[str, ...]) -> str | None:
+    """The signer's subject; the validated chain ends with it, already rendered."""
+    if cert is None:
+        return None
+    return chain_names[-1] if chain_names else describe(cert)

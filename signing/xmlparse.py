@@ -62,16 +62,17 @@ def parse_xml(
     return root
 
 
+def _too_deep(max_depth: int) -> etree.XPath:
+    xpath = _DEPTH_PROBES.get(max_depth)
+    if xpath is None:
+        xpath = _DEPTH_PROBES[max_depth] = etree.XPath("boolean(" + "/*" * (max_depth + 1) + ")")
+    return xpath
+
+
+_DEPTH_PROBES: dict[int, etree.XPath] = {}
+
+
 def _check_tree(root: etree._Element, max_depth: int) -> None:
-    depth_of: dict[etree._Element, int] = {root: 1}
-    for element in root.iter():
-        if element is root:
-            continue
-        parent = element.getparent()
-        depth = depth_of[parent] + 1 if parent is not None else 1
-        if depth > max_depth:
-            raise XMLInputError(f"the document is nested deeper than {max_depth} levels")
-        if isinstance(element, etree._Entity):
-            raise XMLInputError("the document contains an entity reference")
-        if len(element):
-            depth_of[element] = depth
+    # Entities need a DTD, refused above; only the depth is left to bound.
+    if _too_deep(max_depth)(root):
+        raise XMLInputError(f"the document is nested deeper than {max_depth} levels")
