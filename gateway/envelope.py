@@ -251,7 +251,9 @@ def _element_at(root: Any, entry: Any) -> Any | None:
     if len(found) == 1 and isinstance(found[0], etree._Element):
         return found[0]
     # A prefix bound twice makes the path ambiguous: fall back to the line.
-    return next((e for e in root.iter() if e.sourceline == entry.line), None)
+    return next(
+        (e for e in root.iter() if isinstance(e.tag, str) and e.sourceline == entry.line), None
+    )
 
 
 # ---- reading ----------------------------------------------------------------

@@ -24,7 +24,15 @@ DOCUMENT_SUFFIXES = {".xml", ".pdf"}
 
 
 def sniff_kind(data: bytes) -> str:
-    """``pdf`` or ``xml``, by content rather than by file name."""
+    """``pdf`` or ``xml``, by content rather than by file name.
+
+    XML starts with ``<`` (after a byte-order mark and blanks); a PDF header may
+    sit anywhere in the first KiB, as readers accept. Anything else is read as
+    XML and fails there, with the parser's reason.
+    """
+    start = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"<") or data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "xml"
     return "pdf" if b"%PDF-" in data[:1024] else "xml"
 
 
@@ -54,7 +62,20 @@ def _is_envelope(data: bytes) -> bool:
 def verify_document(
     data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
 ) -> DocumentReport:
-    """The verdict on one document's bytes."""
+    """The verdict on one document's bytes; never raises for what the bytes contain."""
+    try:
+        return _verify_document(data, engine, path, at)
+    except Exception as exc:  # fail closed: report, never a traceback, never a pass
+        failure = Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            f"the document could not be verified ({type(exc).__name__}: {exc})",
+        )
+        return DocumentReport.from_signatures(path, sniff_kind(data), [], document_failure=failure)
+
+
+def _verify_document(
+    data: bytes, engine: TrustEngine | None, path: str, at: datetime | None
+) -> DocumentReport:
     if sniff_kind(data) == "pdf":
         return DocumentReport.from_signatures(
             path,
@@ -79,14 +100,20 @@ def verify_envelope(
     report = verified.report
     if verified.signed_document is None or report.verdict.indication.value == "TOTAL-FAILED":
         return report
-    problems = validate_envelope(parse_xml(verified.signed_document))
-    if not problems:
-        return report
-    listed = "; ".join(f"{p.path}: {p.message}" for p in problems[:10])
-    failure = Verdict.failed(
-        SubIndication.FORMAT_FAILURE,
-        f"the signed envelope breaks {len(problems)} rule(s): {listed}",
-    )
+    try:
+        problems = validate_envelope(parse_xml(verified.signed_document))
+    except XMLInputError as exc:
+        failure = Verdict.failed(
+            SubIndication.FORMAT_FAILURE, f"the signed envelope cannot be read: {exc}"
+        )
+    else:
+        if not problems:
+            return report
+        listed = "; ".join(f"{p.path}: {p.message}" for p in problems[:10])
+        failure = Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            f"the signed envelope breaks {len(problems)} rule(s): {listed}",
+        )
     return DocumentReport.from_signatures(
         path, "xml", report.signatures, document_failure=failure, warnings=report.warnings
     )

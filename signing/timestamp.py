@@ -173,7 +173,7 @@ def verify_timestamp_token(token_der: bytes, data: bytes) -> TimestampInfo:
         certs = extract_certs_for_validation(signed_data)
     except SignatureValidationError as e:
         raise TimestampError(f"the token's TSA certificate cannot be found: {e}") from e
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise TimestampError(f"the token is not a well-formed RFC 3161 token: {e}") from e
 
     if imprint["hashed_message"].native != expected:

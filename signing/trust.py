@@ -117,7 +117,12 @@ class ChainResult:
 
 
 def describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    """The subject as RFC 4514 text, or the fingerprint when the subject cannot be read."""
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+        return f"certificate with an unreadable subject, SHA-256 {fingerprint}"
 
 
 def _names_revocation_source(cert: x509.Certificate) -> bool:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from lxml import etree
 
+from .errors import XMLInputError
 from .references import Dereferenced, ReferenceError_, apply_transforms, dereference
 from .trust import KeyPurpose, TrustEngine, describe
 from .verdict import SignatureReport, SubIndication, Verdict, worst
@@ -39,6 +41,7 @@ from .xmldsig import (
     key_strength,
     verify_raw,
 )
+from .xmlparse import parse_xml
 
 _Q = {"ds": DS, "xades": XADES, "dsig11": DS11}
 _EC_CURVES: dict[str, ec.EllipticCurve] = {
@@ -47,6 +50,10 @@ _EC_CURVES: dict[str, ec.EllipticCurve] = {
     "urn:oid:1.3.132.0.35": ec.SECP521R1(),
 }
 COUNTERSIGNED_TYPE = "http://uri.etsi.org/01903#CountersignedSignature"
+
+
+# Each reference may canonicalize the whole document: bound the work per signature.
+MAX_REFERENCES = 32
 
 
 class FormatProblem(Exception):
@@ -202,6 +209,9 @@ def verify_signature(
         return Checked(
             SignatureReport(Verdict.indeterminate(SubIndication.FORMAT_FAILURE, str(exc)))
         )
+    except Exception as exc:  # fail closed: a library surprise is a failure, never a pass
+        reason = f"the signature could not be processed ({type(exc).__name__}: {exc})"
+        return Checked(SignatureReport(Verdict.failed(SubIndication.FORMAT_FAILURE, reason)))
 
 
 def _verify(
@@ -235,6 +245,10 @@ def _verify(
     ref_elements = signed_info.findall("ds:Reference", _Q)
     if not ref_elements:
         raise FormatProblem("SignedInfo has no Reference")
+    if len(ref_elements) > MAX_REFERENCES:
+        raise FormatProblem(
+            f"SignedInfo has {len(ref_elements)} references, more than the {MAX_REFERENCES} allowed"
+        )
     for ref in ref_elements:
         uri = ref.get("URI")
         method = algorithm(
@@ -274,6 +288,7 @@ def _verify(
     certs = _certificates(signature)
     props = _signed_properties(signature)
     signing_cert: x509.Certificate | None = None
+    signed_props: etree._Element | None = None
     uncovered_props: Verdict | None = None
     if props is not None:
         props_id = props.get("Id")
@@ -282,7 +297,11 @@ def _verify(
                 SubIndication.FORMAT_FAILURE,
                 "the XAdES SignedProperties are not covered by the signature",
             )
-        signing_cert, problem, weak_cert_digest = _signing_cert_from_property(props, certs)
+        # Read the properties from what was digested, never from the tree as received.
+        signed_props = _signed_octets_as_tree(references, props_id)
+        signing_cert, problem, weak_cert_digest = _signing_cert_from_property(
+            signed_props if signed_props is not None else props, certs
+        )
         if problem is not None:
             verdicts.append(problem)
         if weak_cert_digest:
@@ -296,7 +315,7 @@ def _verify(
     verified_with: x509.Certificate | None = None
     for cert in candidates:
         try:
-            verify_raw(cert.public_key(), sig_method, value, signed_info_octets)
+            verify_raw(_public_key(cert), sig_method, value, signed_info_octets)
             verified_with = cert
             break
         except InvalidSignature:
@@ -333,7 +352,7 @@ def _verify(
                 )
             )
 
-    signing_time, source = _claimed_signing_time(props)
+    signing_time, source = _claimed_signing_time(signed_props)
     level = None
     if props is not None:
         level = "XAdES-B-B"
@@ -450,9 +469,10 @@ def _claimed_signing_time(props: etree._Element | None) -> tuple[datetime | None
     if not text:
         return None, None
     try:
-        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")), "claimed"
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise FormatProblem(f"SigningTime {text!r} is not a date and time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), "claimed"
 
 
 def _signer_name(cert: x509.Certificate | None, chain_names: tuple[str, ...]) -> str | None:
@@ -460,3 +480,23 @@ def _signer_name(cert: x509.Certificate | None, chain_names: tuple[str, ...]) ->
     if cert is None:
         return None
     return chain_names[-1] if chain_names else describe(cert)
+
+
+def _public_key(cert: x509.Certificate) -> object:
+    try:
+        return cert.public_key()
+    except (ValueError, CryptographyUnsupported) as exc:
+        raise FormatProblem(f"the certificate's public key cannot be used: {exc}") from None
+
+
+def _signed_octets_as_tree(
+    references: list[SignedReference], element_id: str | None
+) -> etree._Element | None:
+    """The element a reference ``#element_id`` digested, parsed from those octets."""
+    for ref in references:
+        if element_id is not None and ref.uri == f"#{element_id}":
+            try:
+                return parse_xml(ref.octets)
+            except XMLInputError as exc:
+                raise FormatProblem(f"the signed properties cannot be read: {exc}") from None
+    return None

@@ -18,7 +18,7 @@ from .errors import XMLInputError
 from .trust import TrustEngine
 from .verdict import DocumentReport, SubIndication, Verdict
 from .xades_verify import Checked, SignedReference, verify_signature
-from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE, XADES
+from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE, XADES, XADES141
 from .xmlparse import parse_xml
 
 _C14N_URIS = {m.value for m in C14N}
@@ -68,25 +68,48 @@ def _envelope_shape(root: etree._Element, signatures: list[etree._Element]) -> V
 _SIGNATURE_PARTS = {
     f"{{{DS}}}{name}" for name in ("SignedInfo", "SignatureValue", "KeyInfo", "Object")
 }
-_QUALIFYING = f"{{{XADES}}}QualifyingProperties"
+_XADES_NAMESPACES = {DS, XADES, XADES141}
+# Where an envelope signature may hold child elements, and which.
+_ALLOWED_CHILDREN = {
+    f"{{{DS}}}Signature": _SIGNATURE_PARTS,
+    f"{{{DS}}}KeyInfo": {f"{{{DS}}}X509Data"},
+    f"{{{DS}}}X509Data": {f"{{{DS}}}X509Certificate"},
+    f"{{{DS}}}Object": {f"{{{XADES}}}QualifyingProperties"},
+    f"{{{DS}}}SignatureValue": set(),
+    f"{{{DS}}}X509Certificate": set(),
+}
+# Bounds the work on a document from outside, whatever its policy.
+MAX_SIGNATURES = 16
 
 
 def _foreign_content(signature: etree._Element) -> Verdict | None:
-    """Why the signature holds more than XAdES needs (room to smuggle unsigned data), or None."""
-    for child in signature:
-        if not isinstance(child.tag, str):
+    """Why an envelope signature holds more than XAdES needs (room to smuggle), or None."""
+
+    def refuse(why: str) -> Verdict:
+        return Verdict.failed(SubIndication.FORMAT_FAILURE, f"the envelope signature {why}")
+
+    if set(signature.attrib) - {"Id"}:
+        return refuse("carries attributes other than Id")
+    declared = signature.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
+    if len(declared) != 2:
+        return refuse(
+            f"has {len(declared)} references; it has one to the whole document and one to "
+            "its signed properties"
+        )
+    for element in signature.iter():
+        if not isinstance(element.tag, str):
             continue
-        if child.tag not in _SIGNATURE_PARTS:
-            return Verdict.failed(
-                SubIndication.FORMAT_FAILURE, f"unexpected element {child.tag} in the signature"
-            )
-        if child.tag == f"{{{DS}}}Object" and [c.tag for c in child if isinstance(c.tag, str)] != [
-            _QUALIFYING
-        ]:
-            return Verdict.failed(
-                SubIndication.FORMAT_FAILURE,
-                "an envelope signature's Object holds only its QualifyingProperties",
-            )
+        if etree.QName(element).namespace not in _XADES_NAMESPACES:
+            return refuse(f"holds an element {element.tag} outside XML-DSig and XAdES")
+        allowed = _ALLOWED_CHILDREN.get(element.tag)
+        if allowed is None:
+            continue
+        children = [c.tag for c in element if isinstance(c.tag, str)]
+        unexpected = [t for t in children if t not in allowed]
+        if unexpected:
+            return refuse(f"holds {unexpected[0]} inside {element.tag}")
+        if element is signature and len(children) != len(set(children)):
+            return refuse("repeats one of SignedInfo, SignatureValue, KeyInfo or Object")
     return None
 
 
@@ -134,13 +157,28 @@ def verify_xml(
             DocumentReport.from_signatures(path, "xml", [], document_failure=failure), None
         )
 
-    shape = _envelope_shape(root, signatures) if policy.require_whole_document else None
-    checked = [verify_signature(sig, root, engine, at=at) for sig in signatures]
-    document_failure = shape
-    if policy.require_whole_document and shape is None:
-        document_failure = _foreign_content(signatures[0]) or _covers_whole(
-            checked[0].references, signatures[0]
+    if len(signatures) > MAX_SIGNATURES:
+        failure = Verdict.failed(
+            SubIndication.FORMAT_FAILURE,
+            f"the document has {len(signatures)} signatures, more than the {MAX_SIGNATURES} "
+            "Rogatory verifies",
         )
+        return VerifiedXml(
+            DocumentReport.from_signatures(path, "xml", [], document_failure=failure), None
+        )
+    if policy.require_whole_document:
+        # The shape is checked before any digest is computed: a malformed
+        # envelope costs no canonicalization.
+        shape = _envelope_shape(root, signatures) or _foreign_content(signatures[0])
+        if shape is not None:
+            return VerifiedXml(
+                DocumentReport.from_signatures(path, "xml", [], document_failure=shape), None
+            )
+    checked = [verify_signature(sig, root, engine, at=at) for sig in signatures]
+    document_failure = None
+    # A signature that could not be processed at all fails with its own reason.
+    if policy.require_whole_document and checked[0].references:
+        document_failure = _covers_whole(checked[0].references, signatures[0])
         if checked[0].report.level is None and document_failure is None:
             document_failure = Verdict.failed(
                 SubIndication.FORMAT_FAILURE,
