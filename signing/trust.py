@@ -246,8 +246,29 @@ class TrustEngine:
             parsed = self._parsed[der] = asn1_x509.Certificate.load(der)
         return parsed
 
+    def validation_context(
+        self,
+        at: datetime | None = None,
+        intermediates: Sequence[x509.Certificate] = (),
+        *,
+        crls: Sequence[bytes] = (),
+        ocsps: Sequence[bytes] = (),
+    ) -> ValidationContext:
+        """A pyhanko-certvalidator context with this engine's anchors and policy.
+
+        For libraries that validate certificates themselves (pyHanko for PAdES):
+        they judge by the same anchors, revocation mode and fetching rules.
+        Revocation data embedded in a document may be added with ``crls``/``ocsps``.
+        """
+        return self._context(at, [self._asn1(c) for c in intermediates], crls=crls, ocsps=ocsps)
+
     def _context(
-        self, at: datetime | None, intermediates: list[asn1_x509.Certificate]
+        self,
+        at: datetime | None,
+        intermediates: list[asn1_x509.Certificate],
+        *,
+        crls: Sequence[bytes] = (),
+        ocsps: Sequence[bytes] = (),
     ) -> ValidationContext:
         policy = self.policy
         fetching = policy.allow_fetching and at is None
@@ -257,8 +278,8 @@ class TrustEngine:
             other_certs=intermediates,
             moment=at,
             allow_fetching=fetching,
-            crls=list(policy.crls),
-            ocsps=list(policy.ocsps),
+            crls=[*policy.crls, *crls],
+            ocsps=[*policy.ocsps, *ocsps],
             revocation_mode=mode,
             fetcher_backend=RequestsFetcherBackend(per_request_timeout=policy.fetch_timeout)
             if fetching
