@@ -19,12 +19,6 @@ from typing import Any, ClassVar, Protocol
 from asn1crypto import algos, cms, core, tsp
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pyhanko.sign.validation.errors import SignatureValidationError
-from pyhanko.sign.validation.generic_cms import (
-    extract_certs_for_validation,
-    get_signing_cert_attr,
-    validate_sig_integrity,
-)
 
 from signing.errors import RogatoryError, SigningError
 
@@ -157,6 +151,14 @@ def verify_timestamp_token(token_der: bytes, data: bytes) -> TimestampInfo:
     Not checked here: the TSA certificate's path to a trust anchor and its
     revocation (the trust engine does that with the returned certificates).
     """
+    # pyHanko costs about 0.2 s to import: only documents with time-stamps pay it.
+    from pyhanko.sign.validation.errors import SignatureValidationError
+    from pyhanko.sign.validation.generic_cms import (
+        extract_certs_for_validation,
+        get_signing_cert_attr,
+        validate_sig_integrity,
+    )
+
     try:
         token = cms.ContentInfo.load(token_der, strict=True)
         if token["content_type"].native != "signed_data":
