@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INDETERMINATE, EXIT_UNREADABLE = 0, 1, 2, 3, 4
+EXIT_FAILED = 1
 
 
 @contextmanager
@@ -176,60 +176,43 @@ def verify(
     """
     from signing.trust import RevocationPolicy
 
-    from .render import render_report
-    from .verification import Unreadable, build_engine, expand_paths, verify_document
+    from .batch import exit_code, verify_paths
+    from .render import Progress, render_report, render_summary
+    from .verification import build_engine
 
     anchors = list(trust) or [Path(p) for p in os.environ.get("ROGATORY_TRUST", "").split(":") if p]
     with plain_errors():
         engine = build_engine(
             anchors, revocation=RevocationPolicy(revocation), allow_fetching=not offline
         )
-    documents: list[dict[str, Any]] = []
-    indications: list[str] = []
-    unreadable = False
-    for item in expand_paths(paths):
-        if isinstance(item, Unreadable):
-            unreadable = True
-            _report_unreadable(item.path, item.reason, as_json, documents)
-            continue
-        try:
-            data = sys.stdin.buffer.read() if str(item) == "-" else item.read_bytes()
-        except OSError as exc:
-            unreadable = True
-            _report_unreadable(str(item), exc.strerror or str(exc), as_json, documents)
-            continue
-        report = verify_document(data, engine, path=str(item), at=at)
-        indications.append(report.verdict.indication.value)
-        if as_json:
-            documents.append(report.to_json())
-        else:
-            render_report(report, trusted=engine is not None)
+    outcomes = []
+    with Progress() as progress:
+        for outcome in verify_paths(paths, engine, at=at, on_start=progress.start):
+            progress.advance(outcome.path)
+            outcomes.append(outcome)
+            if outcome.unreadable is not None:
+                click.secho(
+                    f"error: cannot read {outcome.path}: {outcome.unreadable}", fg="red", err=True
+                )
+            elif not as_json:
+                assert outcome.report is not None
+                render_report(outcome.report, trusted=engine is not None)
     if as_json:
+        documents = [
+            o.report.to_json() if o.report is not None else _unreadable_json(o.path, o.unreadable)
+            for o in outcomes
+        ]
         click.echo(json.dumps({"documents": documents}, indent=2, ensure_ascii=False))
-    if "TOTAL-FAILED" in indications:
-        sys.exit(EXIT_FAILED)
-    if unreadable:
-        sys.exit(EXIT_UNREADABLE)
-    if "INDETERMINATE" in indications:
-        sys.exit(EXIT_INDETERMINATE)
+    elif len(outcomes) > 1:
+        render_summary(outcomes)
+    sys.exit(exit_code(outcomes))
 
 
-def _report_unreadable(
-    path: str, reason: str, as_json: bool, documents: list[dict[str, Any]]
-) -> None:
-    click.secho(f"error: cannot read {path}: {reason}", fg="red", err=True)
-    if as_json:
-        documents.append(
-            {
-                "path": path,
-                "kind": None,
-                "indication": None,
-                "subindication": None,
-                "reason": f"cannot read: {reason}",
-                "error": reason,
-                "signatures": [],
-            }
-        )
+def _unreadable_json(path: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "path": path, "kind": None, "indication": None, "subindication": None,
+        "reason": f"cannot read: {reason}", "error": reason, "signatures": [],
+    }  # fmt: skip
 
 
 @main.group()

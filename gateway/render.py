@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from signing.verdict import DocumentReport, Indication
+
+if TYPE_CHECKING:
+    from .batch import Outcome
 
 _STYLE = {
     Indication.TOTAL_PASSED: ("PASSED", "green"),
@@ -49,3 +56,67 @@ def render_report(report: DocumentReport, *, trusted: bool = True) -> None:
         click.secho(
             "  note: no trust anchor given (--trust); signers cannot be trusted", fg="yellow"
         )
+
+
+class Progress:
+    """A progress bar on standard error when it is a terminal and there is more than one file."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def start(self, total: int) -> None:
+        if total < 2 or not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self._bar = RichProgress(
+            TextColumn("verifying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.description}"),
+            console=Console(stderr=True),
+            transient=True,
+            # Reports go to stdout: through the bar when both are this terminal,
+            # untouched when stdout is a file or a pipe.
+            redirect_stdout=sys.stdout.isatty(),
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("", total=total)
+
+    def advance(self, path: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=path[-40:])
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def render_summary(outcomes: Sequence[Outcome]) -> None:
+    """A table of every document's verdict, then the counts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Summary", show_lines=False)
+    table.add_column("verdict")
+    table.add_column("document", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    counts = {word: 0 for word, _ in _STYLE.values()} | {"UNREADABLE": 0}
+    for outcome in outcomes:
+        if outcome.report is None:
+            counts["UNREADABLE"] += 1
+            table.add_row("[red]UNREADABLE[/red]", outcome.path, outcome.unreadable or "")
+            continue
+        word, colour = _STYLE[outcome.report.verdict.indication]
+        counts[word] += 1
+        table.add_row(f"[{colour}]{word}[/{colour}]", outcome.path, outcome.report.verdict.reason)
+    console = Console()
+    console.print(table)
+    console.print(", ".join(f"{n} {word.lower()}" for word, n in counts.items()))

@@ -172,3 +172,15 @@ def test_b_t_signing_through_a_tsa(runner, pki, tmp_path):
                str(examples_dir() / "mla-request.xml"), str(tmp_path / "x.xml")],
     )  # fmt: skip
     assert down.exit_code == 1 and "Traceback" not in down.output
+
+
+def test_batch_prints_a_summary_table_with_counts(runner, pki, signed_file, tmp_path):
+    (tmp_path / "tampered.xml").write_bytes(
+        signed_file.read_bytes().replace(b"<Language>es", b"<Language>pt")
+    )
+    result = runner.invoke(main, ["verify", "--trust", str(pki.root_path), str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Summary" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1] == (
+        "1 passed, 1 failed, 0 indeterminate, 0 unreadable"
+    )
