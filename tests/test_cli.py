@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -117,12 +116,12 @@ def test_verify_at_a_past_time(runner, pki, signed_file):
     assert "not yet valid" in result.output
 
 
-def test_hostile_file_is_failed_without_a_traceback(pki, tmp_path):
+def test_hostile_file_is_failed_without_a_traceback(pki):
     bomb = CONFORMANCE / "xml-attacks" / "xmlbomb.xml"
     if not bomb.exists():
         pytest.skip("conformance data absent")
-    rogatory = shutil.which("rogatory") or str(tmp_path / "none")
-    cmd = [rogatory] if shutil.which("rogatory") else [sys.executable, "-m", "gateway"]
+    # The installed entry point as a user runs it, in a process of its own.
+    cmd = [sys.executable, "-m", "gateway"]
     proc = subprocess.run(
         [*cmd, "verify", "--trust", str(pki.root_path), str(bomb)],
         capture_output=True, text=True, check=False, timeout=60,
