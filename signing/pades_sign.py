@@ -47,6 +47,7 @@ from pyhanko.sign.validation.generic_cms import (
     validate_sig_integrity,
 )
 from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator import errors as cv_errors
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from .errors import SigningError
@@ -320,6 +321,8 @@ def _signing_error(exc: BaseException, level: PadesLevel) -> SigningError:
         cause = exc.__cause__
         detail = f"{exc}: {cause}" if cause is not None else str(exc)
         return SigningError(f"cannot gather validation data for {level}: {detail}")
+    if isinstance(exc, cv_errors.PathError | cv_errors.ValidationError):
+        return SigningError(f"cannot gather validation data for {level}: {exc}")
     if isinstance(exc, PdfError):
         return SigningError(f"the PDF cannot be signed: {exc}")
     return SigningError(f"cannot sign the PDF ({type(exc).__name__}): {exc}")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import x509 as asn1_x509
@@ -372,3 +373,49 @@ def test_b_lt_with_an_untrusted_signer(live: Live, pki: DevPKI) -> None:
             timestamper=live.tsa,
             validation=live.engine,
         )
+
+
+def test_b_lt_with_an_untrusted_tsa(live: Live, pki: DevPKI, engine: TrustEngine) -> None:
+    """The signer chains to the engine's anchor, the TSA (another PKI's) does not."""
+    with pytest.raises(SigningError, match="validation data for B-LT"):
+        sign_pdf(
+            make_pdf(1),
+            signer_for(pki, "ES-MJ"),
+            level=PadesLevel.B_LT,
+            timestamper=live.tsa,
+            validation=engine,
+        )
+
+
+# --- Rogatory's own verifier -------------------------------------------------------------
+
+
+def _verify_pdf() -> Any:
+    module = pytest.importorskip("signing.pades_verify", reason="the PAdES verifier is not here")
+    return module.verify_pdf
+
+
+@pytest.mark.parametrize("level", list(PadesLevel))
+def test_rogatory_verifier_passes_at_the_requested_level(
+    level: PadesLevel, signed: dict[PadesLevel, bytes], live: Live
+) -> None:
+    report = _verify_pdf()(signed[level], live.engine, path=f"{level}.pdf")
+    assert report.verdict.indication == "TOTAL-PASSED", report.verdict.reason
+    levels = [s.level for s in report.signatures if s.signer and "ES-MJ" in s.signer]
+    assert levels == [f"PAdES-{level}"]
+
+
+def test_rogatory_verifier_passes_a_document_signed_twice(
+    signed: dict[PadesLevel, bytes], live: Live
+) -> None:
+    ar = signer_for(live.pki, "AR-MJ")
+    twice = sign_pdf(
+        signed[PadesLevel.B_LTA],
+        ar,
+        level=PadesLevel.B_LT,
+        timestamper=live.tsa,
+        validation=live.engine,
+        visible=VisibleBox(1, 300, 50, 500, 120),
+    )
+    report = _verify_pdf()(twice, live.engine, path="twice.pdf")
+    assert report.verdict.indication == "TOTAL-PASSED", report.verdict.reason
