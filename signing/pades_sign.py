@@ -104,7 +104,11 @@ def sign_pdf(
     stamp with the signer's name, the signing time and the reason.
     Every failure is a `SigningError` with a message for the operator.
     """
-    level = PadesLevel(level)
+    try:
+        level = PadesLevel(level)
+    except ValueError:
+        choices = ", ".join(PadesLevel)
+        raise SigningError(f"unknown PAdES level {level!r}; choose one of {choices}") from None
     if level.needs_timestamp and timestamper is None:
         raise SigningError(f"level {level} needs a time-stamping authority (--tsa URL)")
     if level.needs_validation_data and validation is None:

@@ -274,6 +274,11 @@ def test_field_name_and_string_level(live: Live) -> None:
     assert sig.field_name == "Clerk"
 
 
+def test_unknown_level(es_signer: Signer) -> None:
+    with pytest.raises(SigningError, match="unknown PAdES level 'B-LTV'"):
+        sign_pdf(make_pdf(1), es_signer, level="B-LTV")  # type: ignore[arg-type]
+
+
 def test_a_pkcs12_signer(live: Live) -> None:
     signer = load_signer_p12(live.pki.p12_path("CO-FGN").read_bytes(), None)
     data = sign_pdf(make_pdf(1), signer, level=PadesLevel.B_T, timestamper=live.tsa)
