@@ -1,0 +1,211 @@
+"""The gateway's database: SQLite or PostgreSQL engines, one writer at a time, migrations.
+
+SQLite (WAL, ``synchronous=FULL``) is the embedded default; PostgreSQL through
+psycopg 3 when the gateway runs on several machines. Every write that must not
+interleave with another (an audit append above all) goes through
+``Database.begin_write()``, which serializes writers across threads, processes
+and, on PostgreSQL, machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from signing.errors import RogatoryError
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 60.0
+WRITER_LOCK = "rogatory-writer"
+
+
+class DatabaseError(RogatoryError):
+    """The database URL is unusable or the schema cannot be brought up to date."""
+
+
+def create_engine(url: str, **options: Any) -> Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql+psycopg://...`` set up for durability."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"{url!r} is not a database URL") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise DatabaseError("an in-memory SQLite database cannot hold the gateway's record")
+        engine = sa.create_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}, **options
+        )
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            # One driver, one set of behaviours to test: psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return sa.create_engine(parsed, pool_pre_ping=True, **options)
+    raise DatabaseError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own implicit BEGIN cannot say IMMEDIATE; we issue BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, not only a crashed process.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so two writers never both
+        # read, then deadlock upgrading to a write.
+        mode = connection.get_execution_options().get("rogatory_sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def write_transaction(engine: Engine, lock: str = WRITER_LOCK) -> Iterator[Connection]:
+    """A transaction that holds the writer lock from its first statement to its commit."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(rogatory_sqlite_begin="IMMEDIATE")
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                # Released by COMMIT or ROLLBACK, so a dead client never holds it.
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)}
+                )
+            yield connection
+
+
+@dataclass
+class Database:
+    """An engine and the two kinds of transaction the gateway uses."""
+
+    engine: Engine
+
+    @classmethod
+    def from_url(cls, url: str, *, migrate_schema: bool = True) -> Database:
+        database = cls(create_engine(url))
+        if migrate_schema:
+            migrate(database.engine)
+        return database
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def begin_write(self, lock: str = WRITER_LOCK) -> AbstractContextManager[Connection]:
+        """A serialized write transaction: one holder of ``lock`` at a time, everywhere."""
+        return write_transaction(self.engine, lock)
+
+    def begin_read(self) -> AbstractContextManager[Connection]:
+        """A plain transaction for reads; it never waits for writers."""
+        return self.engine.begin()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+# --- Migrations: append only; a migration, once released, never changes. ---
+
+Migration = tuple[str, Callable[[Connection], None]]
+
+
+def _m0001_audit_log(connection: Connection) -> None:
+    metadata = sa.MetaData()
+    sa.Table(
+        "audit_entries",
+        metadata,
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("entry", sa.LargeBinary, nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("message_id", sa.String(255), nullable=True, index=True),
+    )
+    sa.Table(
+        "audit_nodes",
+        metadata,
+        sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    )
+    head = sa.Table(
+        "audit_head",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("frontier", sa.LargeBinary, nullable=False),
+    )
+    sa.Table(
+        "audit_checkpoints",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+    )
+    metadata.create_all(connection)
+    empty_root = hashlib.sha256(b"").digest()
+    connection.execute(head.insert().values(id=1, size=0, root_hash=empty_root, frontier=b""))
+
+
+MIGRATIONS: tuple[Migration, ...] = (("0001_audit_log", _m0001_audit_log),)
+
+_schema_migrations = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
+
+def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet recorded, in order, in one serialized transaction.
+
+    Safe to run from several processes at once: the writer lock makes the
+    second one find everything applied. Returns the ids it applied.
+    """
+    applied: list[str] = []
+    with write_transaction(engine) as connection:
+        _schema_migrations.create(connection, checkfirst=True)
+        done = set(connection.execute(sa.select(_schema_migrations.c.id)).scalars())
+        for migration_id, apply in migrations:
+            if migration_id in done:
+                continue
+            apply(connection)
+            connection.execute(
+                _schema_migrations.insert().values(
+                    id=migration_id, applied_at=datetime.now(UTC).isoformat()
+                )
+            )
+            applied.append(migration_id)
+    return applied
+
+
+def applied_migrations(engine: Engine) -> list[str]:
+    """The ids recorded in ``schema_migrations``, oldest first."""
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("schema_migrations"):
+            return []
+        rows = connection.execute(
+            sa.select(_schema_migrations.c.id).order_by(_schema_migrations.c.id)
+        )
+        return list(rows.scalars())
