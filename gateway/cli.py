@@ -82,14 +82,24 @@ def main() -> None:
     help="Intermediate certificate(s) to embed; repeatable.",
 )
 @click.option(
-    "--tsa", "tsa_url", metavar="URL", help="RFC 3161 time-stamping service (needed for B-T)."
+    "--tsa", "tsa_url", metavar="URL", help="RFC 3161 time-stamping service (B-T and above)."
 )
 @click.option(
     "--level",
-    type=click.Choice(["B-B", "B-T"]),
+    type=click.Choice(["B-B", "B-T", "B-LT", "B-LTA"]),
     default=None,
-    help="XAdES level; B-T when --tsa is given, else B-B.",
+    help="XAdES (B-B, B-T) or PAdES (all four) level; default B-T with --tsa, else B-B.",
 )
+@click.option(
+    "--trust",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Trust anchors whose validation data B-LT/B-LTA embed (PDF); repeatable.",
+)
+@click.option("--visible", metavar="PAGE,X1,Y1,X2,Y2", help="PDF: a visible signature box.")
+@click.option("--field", "field_name", metavar="NAME", help="PDF: the signature field's name.")
+@click.option("--reason", help="PDF: the reason for signing.")
+@click.option("--location", help="PDF: where the document was signed.")
 @click.argument(
     "input_file", metavar="IN", type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
@@ -102,36 +112,40 @@ def sign(
     chain_files: tuple[Path, ...],
     tsa_url: str | None,
     level: str | None,
+    trust: tuple[Path, ...],
+    visible: str | None,
+    field_name: str | None,
+    reason: str | None,
+    location: str | None,
     input_file: Path,
     output_file: Path,
 ) -> None:
-    """Sign the XML document IN with an enveloped XAdES signature, writing OUT."""
+    """Sign IN (XML: enveloped XAdES; PDF: PAdES), writing OUT.
+
+    The kind is read from the content, not the file name.
+    """
     if p12_file is None and (key_file is None or cert_file is None):
         raise click.UsageError("give --key and --cert, or --p12")
     if p12_file is not None and (key_file or cert_file):
         raise click.UsageError("--p12 cannot be combined with --key/--cert")
     password = os.environ.get(password_env, "").encode() or None if password_env else None
     with plain_errors():
-        from signing.errors import SigningError
         from signing.keys import load_signer, load_signer_p12
-        from signing.timestamp import HttpTimeStamper
-        from signing.xades_sign import Level, sign_xml
 
-        data = input_file.read_bytes()
-        if data.lstrip()[:5] == b"%PDF-":
-            raise SigningError("PDF signing (PAdES) is not available yet; sign an XML envelope")
+        from .signing_service import SignRequest, sign_document
+
         chain = [p.read_bytes() for p in chain_files]
         if p12_file is not None:
             signer = load_signer_p12(p12_file.read_bytes(), password, chain)
         else:
             assert key_file is not None and cert_file is not None
             signer = load_signer(key_file.read_bytes(), cert_file.read_bytes(), chain, password)
-        chosen = Level(level or ("B-T" if tsa_url else "B-B"))
-        stamper = HttpTimeStamper(tsa_url) if tsa_url else None
-        signed = sign_xml(data, signer, level=chosen, timestamper=stamper)
-        output_file.write_bytes(signed)
+        request = SignRequest(level, tsa_url, trust, visible, field_name, reason, location)
+        signed = sign_document(input_file.read_bytes(), signer, request)
+        output_file.write_bytes(signed.data)
+    style = "XAdES" if signed.kind == "xml" else "PAdES"
     subject = signer.cert.subject.rfc4514_string()
-    click.echo(f"signed {input_file} -> {output_file} (XAdES-{chosen.value}, {subject})")
+    click.echo(f"signed {input_file} -> {output_file} ({style}-{signed.level}, {subject})")
 
 
 @main.command()

@@ -77,14 +77,9 @@ def _verify_document(
     data: bytes, engine: TrustEngine | None, path: str, at: datetime | None
 ) -> DocumentReport:
     if sniff_kind(data) == "pdf":
-        return DocumentReport.from_signatures(
-            path,
-            "pdf",
-            [],
-            document_failure=Verdict.indeterminate(
-                SubIndication.FORMAT_FAILURE, "PDF (PAdES) verification is not available yet"
-            ),
-        )
+        from signing.pades_verify import verify_pdf
+
+        return verify_pdf(data, engine, path=path, at=at)
     if not _is_envelope(data):
         return verify_xml(data, engine, path=path, at=at, policy=GENERAL_POLICY).report
     return verify_envelope(data, engine, path=path, at=at)

@@ -183,3 +183,35 @@ def test_batch_prints_a_summary_table_with_counts(runner, pki, signed_file, tmp_
     assert result.stdout.rstrip().splitlines()[-1] == (
         "1 passed, 1 failed, 0 indeterminate, 0 unreadable"
     )
+
+
+def test_sign_and_verify_a_pdf_with_a_visible_box(runner, pki, tmp_path):
+    from tests.pdf_samples import make_pdf
+    from tests.servers import tsa_server
+
+    source, out = tmp_path / "request.pdf", tmp_path / "signed.pdf"
+    source.write_bytes(make_pdf(2))
+    with tsa_server(pki.cert("tsa"), pki.key("tsa")) as url:
+        result = runner.invoke(
+            main, ["sign", "--p12", str(pki.p12_path("ES-MJ")), "--tsa", url,
+                   "--visible", "1,50,50,250,120", "--reason", "Solicitud MLA",
+                   str(source), str(out)],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "PAdES-B-T" in result.output
+    verify = runner.invoke(main, ["verify", "--trust", str(pki.root_path), "--json", str(out)])
+    (doc,) = json.loads(verify.stdout)["documents"]
+    assert verify.exit_code == 0, verify.stdout
+    assert doc["kind"] == "pdf" and doc["indication"] == "TOTAL-PASSED"
+    assert doc["signatures"][0]["signing_time_source"] == "timestamp"
+
+
+def test_pdf_level_not_available_for_xml(runner, pki, tmp_path):
+    from schemas import examples_dir
+
+    result = runner.invoke(
+        main, ["sign", "--p12", str(pki.p12_path("ES-MJ")), "--level", "B-LT",
+               str(examples_dir() / "mla-request.xml"), str(tmp_path / "o.xml")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "not available for XML" in result.stderr
