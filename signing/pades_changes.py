@@ -13,6 +13,8 @@ time-stamp, validation data. It only describes; the policy judges.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pyhanko.pdf_utils import generic
@@ -23,28 +25,59 @@ _MAX_DEPTH = 64
 _MAX_FIELDS = 10_000
 
 
-def revision_changes(reader: PdfFileReader, since: int) -> list[str]:
+class ChangeKind(StrEnum):
+    SIGNATURE = "signature"
+    DOCUMENT_TIMESTAMP = "document time-stamp"
+    VALIDATION_DATA = "validation data"
+    SIGNATURE_FIELD = "signature field"
+    FORM_FIELD_VALUE = "form field value"
+    # a field's appearance changed while its value did not: a shadow "hide"
+    FORM_FIELD_APPEARANCE = "form field appearance"
+    FORM_FIELD_STRUCTURE = "form field structure"
+    PAGES = "pages"
+    PAGE_CONTENT = "page content"
+    ANNOTATION = "annotation"
+    UNNAMED = "unnamed"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change one revision made, named for a person."""
+
+    revision: int  # 1-based, as a person counts
+    kind: ChangeKind
+    what: str
+
+    def __str__(self) -> str:
+        return f"revision {self.revision}: {self.what}"
+
+
+def revision_changes(reader: PdfFileReader, since: int) -> list[Change]:
     """What each revision after revision ``since`` (0-based) changed, in order."""
-    changes: list[str] = []
+    changes: list[Change] = []
     for revision in range(since + 1, reader.xrefs.total_revisions):
         try:
             named = _named(reader, revision)
         except Exception as exc:  # a hostile file may break the reader: describe, never raise
-            named = [f"changes that cannot be read ({type(exc).__name__})"]
-        changes.extend(f"revision {revision + 1}: {what}" for what in named)
+            named = [(ChangeKind.UNNAMED, f"changes that cannot be read ({type(exc).__name__})")]
+        changes.extend(Change(revision + 1, kind, what) for kind, what in named)
     return changes
 
 
-def _named(reader: PdfFileReader, revision: int) -> list[str]:
+_Named = list[tuple[ChangeKind, str]]
+
+
+def _named(reader: PdfFileReader, revision: int) -> _Named:
     old = reader.get_historical_resolver(revision - 1)
     new = reader.get_historical_resolver(revision)
     written = {(r.idnum, r.generation) for r in new.explicit_refs_in_revision()}
-    named = _field_changes(old, new) + _page_changes(old, new, written)
+    named = _field_changes(old, new, written) + _page_changes(old, new, written)
     dss = _dss_change(old, new)
     if dss:
-        named.append(dss)
+        named.append((ChangeKind.VALIDATION_DATA, dss))
     if not named and written:
-        named.append(f"{len(written)} rewritten object(s) with no visible effect Rogatory can name")
+        what = f"{len(written)} rewritten object(s) that Rogatory cannot name"
+        named.append((ChangeKind.UNNAMED, what))
     return named
 
 
@@ -67,62 +100,65 @@ def _pages(resolver: HistoricalResolver) -> list[generic.IndirectObject]:
     return pages
 
 
-def _contents(page: generic.DictionaryObject) -> bytes:
-    contents = page.get("/Contents")
-    if contents is None:
-        return b""
-    parts = contents if isinstance(contents, generic.ArrayObject) else [contents]
-    return b"\n".join(p.get_object().data for p in parts)
-
-
-def _annotations(page: generic.DictionaryObject) -> list[generic.DictionaryObject]:
-    return [a.get_object() for a in page.get("/Annots", ())]
+def _refs(page: generic.DictionaryObject, key: str) -> tuple[tuple[int, int], ...]:
+    """The objects an entry of a page points at (content streams, annotations)."""
+    try:
+        value = page.raw_get(key)
+    except KeyError:
+        return ()
+    if isinstance(value, generic.IndirectObject):
+        resolved = value.get_object()
+        if not isinstance(resolved, generic.ArrayObject):
+            return ((value.idnum, value.generation),)
+        value = resolved
+    if isinstance(value, generic.ArrayObject):
+        return tuple(
+            (item.idnum, item.generation)
+            for item in (value.raw_get(i) for i in range(len(value)))
+            if isinstance(item, generic.IndirectObject)
+        )
+    return ((-1, 0),)  # a direct object: compared by the page dictionary itself
 
 
 def _page_changes(
     old: HistoricalResolver,
     new: HistoricalResolver,
     written: set[tuple[int, int]],
-) -> list[str]:
+) -> _Named:
     old_pages, new_pages = _pages(old), _pages(new)
-    named = []
+    named: _Named = []
     if len(new_pages) > len(old_pages):
-        named.append(f"{len(new_pages) - len(old_pages)} page(s) added")
+        named.append((ChangeKind.PAGES, f"{len(new_pages) - len(old_pages)} page(s) added"))
     elif len(new_pages) < len(old_pages):
-        named.append(f"{len(old_pages) - len(new_pages)} page(s) removed")
+        named.append((ChangeKind.PAGES, f"{len(old_pages) - len(new_pages)} page(s) removed"))
     for number, (before, after) in enumerate(zip(old_pages, new_pages, strict=False), start=1):
-        old_page, new_page = old(before.reference), new(after.reference)
-        if (before.idnum, before.generation) != (after.idnum, after.generation):
-            named.append(f"page {number} replaced by another page object")
+        key = (after.idnum, after.generation)
+        if (before.idnum, before.generation) != key:
+            named.append((ChangeKind.PAGES, f"page {number} replaced by another page object"))
             continue
-        if _contents(old_page) != _contents(new_page):
-            named.append(f"the content of page {number} changed")
-        if (after.idnum, after.generation) in written:
-            added = _new_annotations(_annotations(old_page), _annotations(new_page))
-            for subtype in added:
-                if subtype != "/Widget":
-                    named.append(f"a {subtype.lstrip('/')} annotation added on page {number}")
-            if _resources(old_page) != _resources(new_page):
-                named.append(f"the resources (fonts, images) of page {number} changed")
+        old_page, new_page = before.get_object(), after.get_object()
+        contents = _refs(new_page, "/Contents")
+        if contents != _refs(old_page, "/Contents") or written.intersection(contents):
+            named.append((ChangeKind.PAGE_CONTENT, f"the content of page {number} changed"))
+        if key not in written:
+            continue
+        old_annots = set(_refs(old_page, "/Annots"))
+        for ref in _refs(new_page, "/Annots"):
+            if ref in old_annots or ref[0] < 0:
+                continue
+            subtype = str(new.get_object(generic.Reference(*ref, pdf=new)).get("/Subtype"))
+            if subtype != "/Widget":
+                what = f"a {subtype.lstrip('/')} annotation added on page {number}"
+                named.append((ChangeKind.ANNOTATION, what))
+        if repr(old_page.get("/Resources")) != repr(new_page.get("/Resources")):
+            what = f"the resources (fonts, images) of page {number} changed"
+            named.append((ChangeKind.PAGE_CONTENT, what))
     return named
 
 
-def _new_annotations(
-    before: list[generic.DictionaryObject], after: list[generic.DictionaryObject]
-) -> list[str]:
-    seen = {id(a) for a in before}
-    count = max(0, len(after) - len(before))
-    fresh = [a for a in after if id(a) not in seen][-count:] if count else []
-    return [str(a.get("/Subtype", "/Unknown")) for a in fresh]
-
-
-def _resources(page: generic.DictionaryObject) -> str:
-    return repr(page.get("/Resources"))
-
-
-def _fields(resolver: HistoricalResolver) -> dict[str, tuple[str, str]]:
-    """Fully qualified field name -> (field type, value as text)."""
-    out: dict[str, tuple[str, str]] = {}
+def _fields(resolver: HistoricalResolver) -> dict[str, tuple[str, str, tuple[int, ...]]]:
+    """Fully qualified field name -> (type, value as text, appearance object numbers)."""
+    out: dict[str, tuple[str, str, tuple[int, ...]]] = {}
     try:
         top = resolver.root["/AcroForm"]["/Fields"]
     except KeyError:
@@ -138,14 +174,17 @@ def _fields(resolver: HistoricalResolver) -> dict[str, tuple[str, str]]:
             name = str(field.get("/T", ""))
             fq = f"{prefix}.{name}" if prefix and name else name or prefix
             ftype = str(field.get("/FT", inherited_type))
-            if "/Kids" in field and any("/T" in k.get_object() for k in field["/Kids"]):
-                yield from walk(field["/Kids"], fq, ftype, depth + 1)
+            kids = field.get("/Kids", ())
+            if any("/T" in k.get_object() for k in kids):
+                yield from walk(kids, fq, ftype, depth + 1)
                 continue
             value = field.get("/V")
             if ftype == "/Sig" and value is not None:
-                out[fq] = (ftype, str(value.get_object().get("/Type", "/Sig")))
+                text = str(value.get_object().get("/Type", "/Sig"))
             else:
-                out[fq] = (ftype, repr(value))
+                text = repr(value)
+            widgets = [k.get_object() for k in kids] or [field]
+            out[fq] = (ftype, text, tuple(_appearances(w) for w in widgets))
             yield None
 
     for _ in walk(top, "", "", 0):
@@ -153,24 +192,50 @@ def _fields(resolver: HistoricalResolver) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _field_changes(old: HistoricalResolver, new: HistoricalResolver) -> list[str]:
+def _appearances(widget: generic.DictionaryObject) -> int:
+    """The object number of a widget's normal appearance (0 when direct or absent)."""
+    try:
+        normal = widget["/AP"].raw_get("/N")
+    except (KeyError, AttributeError):
+        return 0
+    return normal.idnum if isinstance(normal, generic.IndirectObject) else 0
+
+
+def _field_changes(
+    old: HistoricalResolver, new: HistoricalResolver, written: set[tuple[int, int]]
+) -> _Named:
     before, after = _fields(old), _fields(new)
-    named = []
-    for name, (ftype, value) in after.items():
-        if before.get(name) == (ftype, value):
+    named: _Named = []
+    for name, (ftype, value, appearances) in after.items():
+        previous = before.get(name)
+        # the same appearance object, written again: its bytes were replaced in place
+        rewritten = previous is not None and previous[2] == appearances
+        rewritten = rewritten and any((n, 0) in written for n in appearances if n)
+        if previous == (ftype, value, appearances) and not rewritten:
             continue
         if ftype == "/Sig":
             if value == "/DocTimeStamp":
-                named.append(f"document time-stamp {name!r}")
+                named.append((ChangeKind.DOCUMENT_TIMESTAMP, f"document time-stamp {name!r}"))
             elif value == "None":
-                named.append(f"empty signature field {name!r} added")
+                named.append((ChangeKind.SIGNATURE_FIELD, f"empty signature field {name!r} added"))
             else:
-                named.append(f"signature {name!r}")
-        elif name in before:
-            named.append(f"form field {name!r} filled or changed")
+                named.append((ChangeKind.SIGNATURE, f"signature {name!r}"))
+        elif name not in before:
+            named.append((ChangeKind.FORM_FIELD_STRUCTURE, f"form field {name!r} added"))
+        elif before[name][1] != value:
+            what = f"form field {name!r} filled in or changed"
+            if rewritten:
+                what += ", its appearance stream rewritten in place"
+            named.append((ChangeKind.FORM_FIELD_VALUE, what))
         else:
-            named.append(f"form field {name!r} added")
-    named.extend(f"form field {name!r} removed" for name in before if name not in after)
+            how = "rewritten in place" if rewritten else "changed"
+            what = f"the appearance of form field {name!r} {how} while its value did not change"
+            named.append((ChangeKind.FORM_FIELD_APPEARANCE, what))
+    named.extend(
+        (ChangeKind.FORM_FIELD_STRUCTURE, f"form field {name!r} removed")
+        for name in before
+        if name not in after
+    )
     return named
 
 

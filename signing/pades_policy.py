@@ -17,6 +17,7 @@ byte range does not cover the whole revision it belongs to fails outright.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -35,6 +36,7 @@ from pyhanko.sign.diff_analysis import (
 from pyhanko.sign.fields import MDPPerm
 from pyhanko.sign.validation.status import SignatureCoverageLevel
 
+from .pades_changes import Change, ChangeKind
 from .verdict import SubIndication, Verdict
 
 # What DocMDP permission values mean, for the reader of a report.
@@ -95,6 +97,27 @@ def describe_coverage(
     )
 
 
+# Changes the policy refuses whatever pyHanko's analysis says (belt and braces).
+_NEVER = frozenset(
+    {
+        ChangeKind.PAGES,
+        ChangeKind.PAGE_CONTENT,
+        ChangeKind.ANNOTATION,
+        ChangeKind.FORM_FIELD_STRUCTURE,
+        ChangeKind.FORM_FIELD_APPEARANCE,
+    }
+)
+# Changes that are part of signing and archiving: always permitted.
+_MAINTENANCE = frozenset(
+    {
+        ChangeKind.SIGNATURE,
+        ChangeKind.SIGNATURE_FIELD,
+        ChangeKind.DOCUMENT_TIMESTAMP,
+        ChangeKind.VALIDATION_DATA,
+    }
+)
+
+
 @dataclass(frozen=True)
 class ChangeJudgment:
     """The policy's answer on the changes made after one signature."""
@@ -110,61 +133,59 @@ def judge_changes(
     diff: DiffResult | SuspiciousModification | None,
     *,
     docmdp: MDPPerm | None,
-    signature_fields: frozenset[str],
-    named_changes: tuple[str, ...] = (),
+    changes: Sequence[Change] = (),
 ) -> ChangeJudgment:
-    """Judge pyHanko's difference analysis by the policy for received documents.
+    """Judge the changes after a signature by the policy for received documents.
 
-    ``named_changes`` are the changes Rogatory could name itself (pages,
-    annotations, fields); they make the reason readable where pyHanko's is not.
+    ``diff`` is pyHanko's difference analysis under `diff_policy`; ``changes``
+    are the changes Rogatory named itself (pages, annotations, fields), which
+    make a reason readable where pyHanko's names object numbers.
     """
     if diff is None:
         return ChangeJudgment("NONE", True)
+    offending = [c for c in changes if c.kind not in _MAINTENANCE]
     if isinstance(diff, SuspiciousModification):
-        detail = "; ".join(named_changes) or _first_line(str(diff))
-        reason = (
-            "the document was modified after it was signed, beyond what the policy "
-            f"permits: {detail}"
-        )
-        return ChangeJudgment(
-            "OTHER",
-            False,
-            (_first_line(str(diff)),),
-            verdict=Verdict.failed(SubIndication.HASH_FAILURE, reason),
-        )
+        detail = "; ".join(map(str, offending)) or _first_line(str(diff))
+        return _refused("OTHER", (), f"{_MODIFIED}: {detail}", _first_line(str(diff)))
     level = diff.modification_level
     fields = tuple(sorted(diff.changed_form_fields))
-    form_fields = tuple(f for f in fields if f not in signature_fields)
-    if level in (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES):
-        return ChangeJudgment(level.name, True, changed_fields=fields)
-    if level is ModificationLevel.FORM_FILLING:
-        if docmdp is MDPPerm.NO_CHANGES:
-            return _refused(
-                level,
-                fields,
-                "the document was certified with DocMDP P=1 (no changes permitted), "
-                "yet fields were signed or filled after the certification: " + ", ".join(fields),
-            )
-        if not form_fields:
-            return ChangeJudgment(level.name, True, ("further signatures",), fields)
-        if form_filling_permitted(docmdp):
-            return ChangeJudgment(
-                level.name, True, ("form filling, permitted by the certification",), fields
-            )
+    never = [c for c in offending if c.kind in _NEVER]
+    if never or level not in _LEVELS:
+        detail = "; ".join(map(str, never)) or f"changes at level {level.name}"
+        return _refused(level.name, fields, f"{_MODIFIED}: {detail}")
+    filled = [c for c in offending if c.kind is ChangeKind.FORM_FIELD_VALUE]
+    if docmdp is MDPPerm.NO_CHANGES and level.value > ModificationLevel.LTA_UPDATES.value:
+        detail = "; ".join(str(c) for c in changes) or ", ".join(fields)
         return _refused(
-            level,
+            level.name,
+            fields,
+            "the document was certified with DocMDP P=1 (no changes permitted), "
+            f"yet it was changed after the certification: {detail}",
+        )
+    if filled and not form_filling_permitted(docmdp):
+        return _refused(
+            level.name,
             fields,
             "form fields were changed after signing and the document is not certified "
-            "to allow form filling: " + ", ".join(form_fields),
+            "to allow form filling: " + "; ".join(map(str, filled)),
         )
-    return _refused(level, fields, f"the document was modified after it was signed ({level.name})")
+    if level is ModificationLevel.FORM_FILLING and not filled and not fields:
+        return ChangeJudgment(level.name, True, ("appearance of signatures",), fields)
+    reasons = ["further signatures" if not filled else "form filling, permitted by certification"]
+    return ChangeJudgment(level.name, True, tuple(reasons), fields)
 
 
-def _refused(level: ModificationLevel, fields: tuple[str, ...], reason: str) -> ChangeJudgment:
+_MODIFIED = "the document was modified after it was signed, beyond what the policy permits"
+_LEVELS = (ModificationLevel.NONE, ModificationLevel.LTA_UPDATES, ModificationLevel.FORM_FILLING)
+
+
+def _refused(
+    level: str, fields: tuple[str, ...], reason: str, library_reason: str | None = None
+) -> ChangeJudgment:
     return ChangeJudgment(
-        level.name,
+        level,
         False,
-        (reason,),
+        (library_reason or reason,),
         fields,
         Verdict.failed(SubIndication.HASH_FAILURE, reason),
     )

@@ -198,13 +198,11 @@ async def _check(
     revision = embedded.signed_revision
     total = reader.xrefs.total_revisions
     covers, coverage_failure = describe_coverage(status.coverage, revision, total)
-    signature_fields = frozenset(n for n, _v, _f in enumerate_sig_fields(reader))
     changes = revision_changes(reader, revision) if revision + 1 < total else []
     judgment = judge_changes(
         status.diff_result if coverage_failure is None else None,
         docmdp=document.docmdp,
-        signature_fields=signature_fields,
-        named_changes=tuple(changes),
+        changes=changes,
     )
     verdicts: list[Verdict | None] = [coverage_failure]
     if not status.intact:
@@ -249,7 +247,7 @@ async def _check(
         "covers": covers,
         "revision": revision + 1,
         "revisions": total,
-        "changes": changes,
+        "changes": [str(c) for c in changes],
         "modification_level": judgment.level,
         "changes_permitted": judgment.permitted,
         "changed_fields": list(judgment.changed_fields),
