@@ -81,17 +81,25 @@ def _named(reader: PdfFileReader, revision: int) -> _Named:
     return named
 
 
+def _get(container: Any, key: str, default: Any = None) -> Any:
+    """An entry of a PDF dictionary, dereferenced; ``default`` when absent."""
+    try:
+        return container[key]
+    except KeyError:
+        return default
+
+
 def _pages(resolver: HistoricalResolver) -> list[generic.IndirectObject]:
     pages: list[generic.IndirectObject] = []
 
     def walk(node: generic.PdfObject, depth: int, seen: set[int]) -> None:
         if depth > _MAX_DEPTH or len(pages) > _MAX_PAGES:
             raise ValueError("the page tree is too deep or too large")
-        for kid in node.get_object().get("/Kids", ()):
+        for kid in _get(node.get_object(), "/Kids", ()):
             if not isinstance(kid, generic.IndirectObject) or kid.idnum in seen:
                 continue
             obj = kid.get_object()
-            if obj.get("/Type") == "/Pages":
+            if _get(obj, "/Type") == "/Pages":
                 walk(kid, depth + 1, seen | {kid.idnum})
             else:
                 pages.append(kid)
@@ -146,11 +154,11 @@ def _page_changes(
         for ref in _refs(new_page, "/Annots"):
             if ref in old_annots or ref[0] < 0:
                 continue
-            subtype = str(new.get_object(generic.Reference(*ref, pdf=new)).get("/Subtype"))
+            subtype = str(_get(new.get_object(generic.Reference(*ref, pdf=new)), "/Subtype"))
             if subtype != "/Widget":
                 what = f"a {subtype.lstrip('/')} annotation added on page {number}"
                 named.append((ChangeKind.ANNOTATION, what))
-        if repr(old_page.get("/Resources")) != repr(new_page.get("/Resources")):
+        if repr(_get(old_page, "/Resources")) != repr(_get(new_page, "/Resources")):
             what = f"the resources (fonts, images) of page {number} changed"
             named.append((ChangeKind.PAGE_CONTENT, what))
     return named
@@ -171,16 +179,16 @@ def _fields(resolver: HistoricalResolver) -> dict[str, tuple[str, str, tuple[int
             if len(out) > _MAX_FIELDS:
                 return
             field = item.get_object()
-            name = str(field.get("/T", ""))
+            name = str(_get(field, "/T", ""))
             fq = f"{prefix}.{name}" if prefix and name else name or prefix
-            ftype = str(field.get("/FT", inherited_type))
-            kids = field.get("/Kids", ())
+            ftype = str(_get(field, "/FT", inherited_type))
+            kids = _get(field, "/Kids", ())
             if any("/T" in k.get_object() for k in kids):
                 yield from walk(kids, fq, ftype, depth + 1)
                 continue
-            value = field.get("/V")
+            value = _get(field, "/V")
             if ftype == "/Sig" and value is not None:
-                text = str(value.get_object().get("/Type", "/Sig"))
+                text = str(_get(value.get_object(), "/Type", "/Sig"))
             else:
                 text = repr(value)
             widgets = [k.get_object() for k in kids] or [field]
@@ -241,10 +249,10 @@ def _field_changes(
 
 def _dss_change(old: HistoricalResolver, new: HistoricalResolver) -> str | None:
     def summary(resolver: HistoricalResolver) -> tuple[int, ...] | None:
-        dss = resolver.root.get("/DSS")
+        dss = _get(resolver.root, "/DSS")
         if dss is None:
             return None
-        return tuple(len(dss.get(k, ())) for k in ("/Certs", "/OCSPs", "/CRLs", "/VRI"))
+        return tuple(len(_get(dss, k, ())) for k in ("/Certs", "/OCSPs", "/CRLs", "/VRI"))
 
     before, after = summary(old), summary(new)
     if after is not None and after != before:
