@@ -319,7 +319,7 @@ class AuditLog:
 
     def root(self, size: int | None = None) -> bytes:
         with self.db.begin_read() as connection:
-            return self._root(connection, self._size(connection, size))
+            return self._root(connection, self.current_size(connection, size))
 
     def entry(self, index: int) -> AuditEntry:
         with self.db.begin_read() as connection:
@@ -352,11 +352,11 @@ class AuditLog:
         return signed
 
     def checkpoints(self) -> list[Checkpoint]:
-        return [parse_checkpoint(note) for note in self._notes(None)]
+        return [parse_checkpoint(note) for note in self.notes(None)]
 
     def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
         with self.db.begin_read() as connection:
-            size = self._size(connection, size)
+            size = self.current_size(connection, size)
             if not 0 <= index < size:
                 raise AuditError(f"entry {index} is not in the log of size {size}")
             complete = self._complete(connection)
@@ -369,7 +369,7 @@ class AuditLog:
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         with self.db.begin_read() as connection:
-            new_size = self._size(connection, new_size)
+            new_size = self.current_size(connection, new_size)
             if not 0 < old_size <= new_size:
                 raise AuditError(f"no consistency proof from size {old_size} to {new_size}")
             complete = self._complete(connection)
@@ -399,8 +399,8 @@ class AuditLog:
             tmp.replace(out)
             return count
         with self.db.begin_read() as connection:
-            size = self._size(connection, None)
-            notes = self._notes(size, connection)
+            size = self.current_size(connection, None)
+            notes = self.notes(size, connection)
             header: dict[str, JSON] = {"format": EXPORT_FORMAT, "version": 1}
             header |= {"origin": self.origin, "size": size, "checkpoints": len(notes)}
             header["exported"] = format_time(_now())
@@ -422,7 +422,7 @@ class AuditLog:
         for encoded, leaf in result:
             yield (bytes(encoded), bytes(leaf)) if with_leaves else bytes(encoded)
 
-    def _notes(self, size: int | None, connection: Connection | None = None) -> list[str]:
+    def notes(self, size: int | None, connection: Connection | None = None) -> list[str]:
         query = sa.select(checkpoints_table.c.note).order_by(checkpoints_table.c.id)
         if size is not None:
             query = query.where(checkpoints_table.c.size <= size)
@@ -432,7 +432,7 @@ class AuditLog:
         return list(connection.execute(query).scalars())
 
     @staticmethod
-    def _size(connection: Connection, size: int | None) -> int:
+    def current_size(connection: Connection, size: int | None) -> int:
         current = int(connection.execute(sa.select(head_table.c.size)).scalar_one())
         if size is None:
             return current
