@@ -204,7 +204,7 @@ def _appearances(widget: generic.DictionaryObject) -> int:
     """The object number of a widget's normal appearance (0 when direct or absent)."""
     try:
         normal = widget["/AP"].raw_get("/N")
-    except (KeyError, AttributeError):
+    except (KeyError, AttributeError, TypeError):  # a malformed /AP is pyHanko's to judge
         return 0
     return normal.idnum if isinstance(normal, generic.IndirectObject) else 0
 
