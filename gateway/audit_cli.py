@@ -44,9 +44,9 @@ def audit() -> None:
 
 @audit.command("export")
 @_db_option
-@_origin_option
+@click.option("--origin", default=None, help="The log's name (default: as its checkpoints say).")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def export_command(db_url: str | None, origin: str, out: Path) -> None:
+def export_command(db_url: str | None, origin: str | None, out: Path) -> None:
     """Write the log and its checkpoints to OUT as JSON Lines."""
     from gateway.audit import AuditLog
     from gateway.cli import plain_errors
@@ -56,6 +56,9 @@ def export_command(db_url: str | None, origin: str, out: Path) -> None:
             raise click.UsageError("give the store with --db URL")
         db = _open(db_url)
         try:
+            if origin is None:
+                signed = AuditLog(db).checkpoints()
+                origin = signed[-1].origin if signed else "rogatory"
             count = AuditLog(db, origin=origin).export(out)
         finally:
             db.dispose()
