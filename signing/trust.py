@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator import errors as cv_errors
-from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 
 from .errors import TrustConfigError
 from .verdict import SubIndication, Verdict
@@ -273,6 +272,11 @@ class TrustEngine:
         policy = self.policy
         fetching = policy.allow_fetching and at is None
         mode = policy.revocation.certvalidator_mode
+        backend = None
+        if fetching:  # requests and urllib3 cost ~50 ms to import: only when fetching
+            from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+            backend = RequestsFetcherBackend(per_request_timeout=policy.fetch_timeout)
         return ValidationContext(
             trust_roots=self._anchors,
             other_certs=intermediates,
@@ -281,9 +285,7 @@ class TrustEngine:
             crls=[*policy.crls, *crls],
             ocsps=[*policy.ocsps, *ocsps],
             revocation_mode=mode,
-            fetcher_backend=RequestsFetcherBackend(per_request_timeout=policy.fetch_timeout)
-            if fetching
-            else None,
+            fetcher_backend=backend,
         )
 
     def _validate(
