@@ -19,12 +19,11 @@ client does (status, nonce, message imprint, token signature, TSA key usage).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from enum import StrEnum
 from io import BytesIO
 from typing import Any
 
-from asn1crypto import cms, core
+from asn1crypto import cms
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -40,12 +39,6 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.general import SigningError as PyHankoSigningError
 from pyhanko.sign.timestamps.api import TimeStamper as PyHankoTimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
-from pyhanko.sign.validation.errors import SignatureValidationError
-from pyhanko.sign.validation.generic_cms import (
-    extract_certs_for_validation,
-    get_signing_cert_attr,
-    validate_sig_integrity,
-)
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator import errors as cv_errors
 from pyhanko_certvalidator.registry import SimpleCertificateStore
@@ -54,13 +47,8 @@ from .errors import SigningError
 from .keys import Signer
 from .pades_appearance import VisibleBox, stamp_style
 from .timestamp import (
-    HASH_ALGORITHMS,
     HttpTimeStamper,
     TimeStamper,
-    TimestampError,
-    _require_timestamping_eku,
-    _TimeStampResp,
-    _tst_info,
 )
 from .trust import TrustEngine
 
@@ -229,10 +217,9 @@ class PadesTimeStamper(PyHankoTimeStamper):
     """pyHanko's time-stamper interface over Rogatory's checked HTTP client.
 
     pyHanko hands over a digest (of the signature value, or of the document's
-    byte range), so the request is built here and posted by the
-    `HttpTimeStamper`; the answer is checked like that client checks it:
-    granted status, our nonce, our imprint, an intact token naming its TSA
-    certificate, and that certificate's timeStamping key usage.
+    byte range); `HttpTimeStamper.timestamp_digest` requests and checks the
+    token: granted status, our nonce, our imprint, an intact token naming its
+    TSA certificate, and that certificate's timeStamping key usage.
     """
 
     def __init__(self, client: HttpTimeStamper) -> None:
@@ -243,74 +230,7 @@ class PadesTimeStamper(PyHankoTimeStamper):
         return await asyncio.to_thread(self._timestamp, message_digest, md_algorithm)
 
     def _timestamp(self, digest: bytes, md_algorithm: str) -> cms.ContentInfo:
-        url = self.client.url
-        if md_algorithm not in HASH_ALGORITHMS:
-            raise SigningError(f"hash algorithm {md_algorithm!r} is not accepted for time-stamps")
-        nonce, request = self.request_cms(digest, md_algorithm)  # type: ignore[no-untyped-call]
-        body = self.client._post(request.dump())
-        try:
-            response = _TimeStampResp.load(body, strict=True)
-            status = response["status"]
-            granted = status["status"].native in ("granted", "granted_with_mods")
-            token = response["time_stamp_token"]
-            if granted and not token:
-                raise ValueError("status granted, but no token")
-        except (ValueError, TypeError, KeyError) as e:
-            raise SigningError(f"time-stamping authority {url} answered garbage: {e}") from None
-        if not granted:
-            text = "; ".join(status["status_string"].native or []) or "no reason given"
-            raise SigningError(
-                f"time-stamping authority {url} refused the request "
-                f"({status['status'].native}: {text})"
-            )
-        try:
-            _check_token(token, digest, md_algorithm, nonce)
-        except TimestampError as e:
-            raise SigningError(f"time-stamping authority {url} sent a bad token: {e}") from None
-        return token
-
-
-def _check_token(token: cms.ContentInfo, digest: bytes, md_algorithm: str, nonce: int) -> None:
-    """Raise TimestampError unless ``token`` is an intact RFC 3161 token over ``digest``."""
-    try:
-        if token["content_type"].native != "signed_data":
-            raise TimestampError("the token is not a CMS SignedData")
-        signed_data = token["content"]
-        tst_info = _tst_info(token)
-        imprint = tst_info["message_imprint"]
-        signer_infos = signed_data["signer_infos"]
-        if len(signer_infos) != 1:
-            raise TimestampError(f"the token has {len(signer_infos)} signers, RFC 3161 wants one")
-        signer_info = signer_infos[0]
-        certs = extract_certs_for_validation(signed_data)
-        algo = imprint["hash_algorithm"]["algorithm"].native
-        hashed = imprint["hashed_message"].native
-        got_nonce = tst_info["nonce"].native
-        content = bytes(signed_data["encap_content_info"]["content"])
-        md_algo = signer_info["digest_algorithm"]["algorithm"].native
-        signed_attrs = signer_info["signed_attrs"]
-    except SignatureValidationError as e:
-        raise TimestampError(f"the token's TSA certificate cannot be found: {e}") from e
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise TimestampError(f"the token is not a well-formed RFC 3161 token: {e}") from e
-    if algo != md_algorithm or hashed != digest:
-        raise TimestampError("the time-stamp is about other data: its message imprint differs")
-    if got_nonce != nonce:
-        raise TimestampError("wrong nonce (a replayed or misrouted response)")
-    if signed_attrs is core.VOID or get_signing_cert_attr(signed_attrs) is None:
-        raise TimestampError("the token does not name its TSA certificate (ESSCertID)")
-    try:
-        intact, valid = validate_sig_integrity(
-            signer_info,
-            certs.signer_cert,
-            expected_content_type="tst_info",
-            actual_digest=hashlib.new(md_algo, content).digest(),
-        )
-    except (SignatureValidationError, ValueError, NotImplementedError) as e:
-        raise TimestampError(f"the token's signature cannot be checked: {e}") from e
-    if not (intact and valid):
-        raise TimestampError("the token's signature does not verify with its TSA certificate")
-    _require_timestamping_eku(x509.load_der_x509_certificate(certs.signer_cert.dump()))
+        return cms.ContentInfo.load(self.client.timestamp_digest(digest, md_algorithm))
 
 
 def _signing_error(exc: BaseException, level: PadesLevel) -> SigningError:

@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -79,6 +80,12 @@ class HttpTimeStamper:
             digest = _digest(data, hash_algo)
         except TimestampError as e:
             raise SigningError(str(e)) from None
+        return self.timestamp_digest(digest, hash_algo)
+
+    def timestamp_digest(self, digest: bytes, hash_algo: str = "sha256") -> bytes:
+        """A checked token over an already computed ``digest`` (as PAdES hands them over)."""
+        if hash_algo not in HASH_ALGORITHMS:
+            raise SigningError(f"hash algorithm {hash_algo!r} is not accepted for time-stamps")
         nonce = secrets.randbits(63) | 1 << 62  # positive and fixed width
         request = tsp.TimeStampReq(
             {
@@ -107,17 +114,13 @@ class HttpTimeStamper:
         token_der: bytes = token.dump()
         try:
             tst_info = _tst_info(token)
-            info = verify_timestamp_token(token_der, data)
+            verify_timestamp_digest(token_der, digest, hash_algo)
         except TimestampError as e:
             raise SigningError(f"time-stamping authority {self.url} sent a bad token: {e}") from e
         if tst_info["nonce"].native != nonce:
             raise SigningError(
                 f"time-stamping authority {self.url} answered with the wrong nonce "
                 "(a replayed or misrouted response)"
-            )
-        if info.hash_algo != hash_algo:
-            raise SigningError(
-                f"time-stamping authority {self.url} used {info.hash_algo}, not {hash_algo}"
             )
         return token_der
 
@@ -151,6 +154,26 @@ def verify_timestamp_token(token_der: bytes, data: bytes) -> TimestampInfo:
     Not checked here: the TSA certificate's path to a trust anchor and its
     revocation (the trust engine does that with the returned certificates).
     """
+    return _verify_token(token_der, lambda hash_algo: _digest(data, hash_algo))
+
+
+def verify_timestamp_digest(token_der: bytes, digest: bytes, hash_algo: str) -> TimestampInfo:
+    """As ``verify_timestamp_token``, for a token over a known ``digest`` by ``hash_algo``."""
+
+    def expected(token_algo: str) -> bytes:
+        if token_algo != hash_algo:
+            raise TimestampError(f"the token's imprint uses {token_algo}, not {hash_algo}")
+        return digest
+
+    return _verify_token(token_der, expected)
+
+
+def _verify_token(token_der: bytes, expected_imprint: Callable[[str], bytes]) -> TimestampInfo:
+    """The checks of a token; ``expected_imprint(hash_algo)`` is the digest it must carry.
+
+    Not checked here: the TSA certificate's path to a trust anchor and its
+    revocation (the trust engine does that with the returned certificates).
+    """
     # pyHanko costs about 0.2 s to import: only documents with time-stamps pay it.
     from pyhanko.sign.validation.errors import SignatureValidationError
     from pyhanko.sign.validation.generic_cms import (
@@ -171,7 +194,7 @@ def verify_timestamp_token(token_der: bytes, data: bytes) -> TimestampInfo:
         signer_info = signer_infos[0]
         imprint = tst_info["message_imprint"]
         hash_algo: str = imprint["hash_algorithm"]["algorithm"].native
-        expected = _digest(data, hash_algo)
+        expected = expected_imprint(hash_algo)
         certs = extract_certs_for_validation(signed_data)
     except SignatureValidationError as e:
         raise TimestampError(f"the token's TSA certificate cannot be found: {e}") from e
