@@ -207,52 +207,6 @@ def decode_entry(encoded: bytes) -> AuditEntry:
     )
 
 
-@dataclass(frozen=True)
-class InclusionProof:
-    index: int
-    size: int
-    leaf_hash: bytes
-    root_hash: bytes
-    path: tuple[bytes, ...]
-
-    def verify(self) -> bool:
-        return merkle.verify_inclusion(
-            self.index, self.size, self.leaf_hash, self.path, self.root_hash
-        )
-
-    def to_json(self) -> dict[str, JSON]:
-        return {
-            "index": self.index,
-            "size": self.size,
-            "leaf_hash": self.leaf_hash.hex(),
-            "root_hash": self.root_hash.hex(),
-            "path": [h.hex() for h in self.path],
-        }
-
-
-@dataclass(frozen=True)
-class ConsistencyProof:
-    old_size: int
-    new_size: int
-    old_root: bytes
-    new_root: bytes
-    path: tuple[bytes, ...]
-
-    def verify(self) -> bool:
-        return merkle.verify_consistency(
-            self.old_size, self.new_size, self.old_root, self.new_root, self.path
-        )
-
-    def to_json(self) -> dict[str, JSON]:
-        return {
-            "old_size": self.old_size,
-            "new_size": self.new_size,
-            "old_root": self.old_root.hex(),
-            "new_root": self.new_root.hex(),
-            "path": [h.hex() for h in self.path],
-        }
-
-
 class KeyHolder(Protocol):
     """Anything carrying a private key, such as ``signing.keys.Signer``."""
 
@@ -354,7 +308,7 @@ class AuditLog:
     def checkpoints(self) -> list[Checkpoint]:
         return [parse_checkpoint(note) for note in self.notes(None)]
 
-    def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
+    def inclusion_proof(self, index: int, size: int | None = None) -> merkle.InclusionProof:
         with self.db.begin_read() as connection:
             size = self.current_size(connection, size)
             if not 0 <= index < size:
@@ -363,11 +317,13 @@ class AuditLog:
             path = merkle.inclusion_path(
                 index, size, lambda s, e: merkle.subtree_split(s, e, complete)
             )
-            return InclusionProof(
+            return merkle.InclusionProof(
                 index, size, complete(index, index + 1), self._root(connection, size), path
             )
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+    def consistency_proof(
+        self, old_size: int, new_size: int | None = None
+    ) -> merkle.ConsistencyProof:
         with self.db.begin_read() as connection:
             new_size = self.current_size(connection, new_size)
             if not 0 < old_size <= new_size:
@@ -376,7 +332,7 @@ class AuditLog:
             path = merkle.consistency_path(
                 old_size, new_size, lambda s, e: merkle.subtree_split(s, e, complete)
             )
-            return ConsistencyProof(
+            return merkle.ConsistencyProof(
                 old_size,
                 new_size,
                 self._root(connection, old_size),
