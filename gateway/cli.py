@@ -272,3 +272,10 @@ def demo(data_dir: Path) -> None:
 
         code = run_demo(data_dir)
     sys.exit(code)
+
+
+# Imported last: audit_cli reaches back for plain_errors. It is click only;
+# the audit services load inside each command.
+from .audit_cli import audit  # noqa: E402
+
+main.add_command(audit)
