@@ -6,6 +6,7 @@ from importlib.resources import files
 from pathlib import Path
 
 ENVELOPE_NS = "urn:rogatory:envelope:1"
+EVIDENCE_NS = "urn:rogatory:evidence:1"
 
 _SCHEMA_FILE = "envelope-1.xsd"
 
@@ -18,6 +19,11 @@ def _resource(name: str) -> Path:
 def schema_path() -> Path:
     """Path of the envelope XSD (namespace ``ENVELOPE_NS``)."""
     return _resource(_SCHEMA_FILE)
+
+
+def evidence_schema_path() -> Path:
+    """Path of the evidence XSD (namespace ``EVIDENCE_NS``)."""
+    return _resource("evidence-1.xsd")
 
 
 def examples_dir() -> Path:
