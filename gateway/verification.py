@@ -12,12 +12,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
 
 from signing.errors import XMLInputError
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy, load_anchors
 from signing.verdict import DocumentReport, SubIndication, Verdict
 from signing.xml_document import ENVELOPE_POLICY, GENERAL_POLICY, verify_xml
 from signing.xmlparse import parse_xml
+
+if TYPE_CHECKING:
+    from .envelope import Envelope, Problem
 
 ENVELOPE_TAG = "{urn:rogatory:envelope:1}Envelope"
 DOCUMENT_SUFFIXES = {".xml", ".pdf"}
@@ -89,29 +95,67 @@ def verify_envelope(
     data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
 ) -> DocumentReport:
     """An envelope: the strict signature policy, then schema and profile on the signed content."""
-    from .envelope import validate_envelope
+    return _verify_envelope(data, engine, path, at).report
+
+
+@dataclass(frozen=True)
+class VerifiedEnvelope:
+    """What the intake needs from an envelope's verification, read from the signed content only."""
+
+    report: DocumentReport
+    # The parsed canonical signed document, when the signature covers the whole envelope.
+    signed_root: Any | None
+    # Read from the signed document, only when the report passed.
+    envelope: Envelope | None
+    # The certificate of the envelope's one signature, when it was found.
+    signing_cert: x509.Certificate | None
+    # Schema and profile problems of the signed document, each with its element path.
+    problems: tuple[Problem, ...] = ()
+
+
+def verify_envelope_for_intake(
+    data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
+) -> VerifiedEnvelope:
+    """Like ``verify_envelope``, plus the signed root, the Envelope and the signer's certificate."""
+    return _verify_envelope(data, engine, path, at)
+
+
+def _verify_envelope(
+    data: bytes, engine: TrustEngine | None, path: str, at: datetime | None
+) -> VerifiedEnvelope:
+    from .envelope import Envelope, EnvelopeError, validate_envelope
 
     verified = verify_xml(data, engine, path=path, at=at, policy=ENVELOPE_POLICY)
     report = verified.report
+    cert = verified.signing_cert
     if verified.signed_document is None or report.verdict.indication.value == "TOTAL-FAILED":
-        return report
+        return VerifiedEnvelope(report, None, None, cert)
+    root = None
+    problems: list[Problem] = []
     try:
-        problems = validate_envelope(parse_xml(verified.signed_document))
+        root = parse_xml(verified.signed_document)
+        problems = validate_envelope(root)
+        if not problems and report.verdict.ok:
+            return VerifiedEnvelope(report, root, Envelope.from_xml(root), cert)
     except XMLInputError as exc:
         failure = Verdict.failed(
             SubIndication.FORMAT_FAILURE, f"the signed envelope cannot be read: {exc}"
         )
+    except EnvelopeError as exc:
+        problems = exc.problems
+        failure = Verdict.failed(SubIndication.FORMAT_FAILURE, str(exc))
     else:
         if not problems:
-            return report
+            return VerifiedEnvelope(report, root, None, cert)
         listed = "; ".join(f"{p.path}: {p.message}" for p in problems[:10])
         failure = Verdict.failed(
             SubIndication.FORMAT_FAILURE,
             f"the signed envelope breaks {len(problems)} rule(s): {listed}",
         )
-    return DocumentReport.from_signatures(
+    report = DocumentReport.from_signatures(
         path, "xml", report.signatures, document_failure=failure, warnings=report.warnings
     )
+    return VerifiedEnvelope(report, root, None, cert, tuple(problems))
 
 
 @dataclass(frozen=True)

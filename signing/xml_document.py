@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from lxml import etree
 
 from .errors import XMLInputError
@@ -42,6 +43,8 @@ class VerifiedXml:
     # Canonical octets of the whole signed document (signature removed), when
     # a valid-or-not signature covers the whole document; None otherwise.
     signed_document: bytes | None
+    # The certificate of the one signature, when there is exactly one and it was found.
+    signing_cert: x509.Certificate | None = None
 
 
 def _whole_document_octets(checked: Checked) -> bytes | None:
@@ -187,5 +190,6 @@ def verify_xml(
     report = DocumentReport.from_signatures(
         path, "xml", [c.report for c in checked], document_failure=document_failure
     )
-    signed = _whole_document_octets(checked[0]) if len(checked) == 1 else None
-    return VerifiedXml(report, signed)
+    if len(checked) != 1:
+        return VerifiedXml(report, None)
+    return VerifiedXml(report, _whole_document_octets(checked[0]), checked[0].signing_cert)
