@@ -167,7 +167,102 @@ def _m0001_audit_log(connection: Connection) -> None:
     connection.execute(head.insert().values(id=1, size=0, root_hash=empty_root, frontier=b""))
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_audit_log", _m0001_audit_log),)
+def _m0002_messages(connection: Connection) -> None:
+    """Messages, their first answers, history, attachments, evidences; blobs for PostgreSQL."""
+    metadata = sa.MetaData()
+    when = sa.DateTime(timezone=True)
+    digest = sa.String(64)
+    sa.Table(
+        "blobs",
+        metadata,
+        sa.Column("sha256", digest, primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("created_at", when, nullable=False),
+    )
+    sa.Table(
+        "blob_chunks",
+        metadata,
+        # The digest, or a temporary key while the blob is being written.
+        sa.Column("sha256", digest, primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
+    sa.Table(
+        "submissions",
+        metadata,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("authority_id", sa.String(255), nullable=False),
+        sa.Column("message_id", sa.String(255), nullable=True),
+        sa.Column("envelope_sha256", digest, nullable=False),
+        sa.Column("http_status", sa.SmallInteger, nullable=False),
+        sa.Column("response_body", sa.LargeBinary, nullable=False),
+        sa.Column("response_type", sa.String(255), nullable=False),
+        sa.Column("created_at", when, nullable=False),
+        sa.UniqueConstraint("authority_id", "message_id", name="uq_submissions_authority_message"),
+    )
+    sa.Table(
+        "messages",
+        metadata,
+        sa.Column("message_id", sa.String(255), primary_key=True),
+        sa.Column("submission_id", sa.String(36), sa.ForeignKey("submissions.id"), nullable=False),
+        sa.Column("direction", sa.String(16), nullable=False),
+        sa.Column("sender_id", sa.String(255), nullable=False),
+        sa.Column("recipient_id", sa.String(255), nullable=False),
+        sa.Column("conversation_id", sa.String(255), nullable=True),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("request_type", sa.String(64), nullable=True),
+        sa.Column("legal_basis", sa.Text, nullable=True),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("envelope_sha256", digest, nullable=False),
+        sa.Column("verdict_json", sa.Text, nullable=True),
+        sa.Column("created_at", when, nullable=False),
+        sa.Column("updated_at", when, nullable=False),
+        sa.Index("ix_messages_inbox", "recipient_id", "status", "created_at", "message_id"),
+        sa.Index("ix_messages_recipient", "recipient_id", "created_at", "message_id"),
+        sa.Index("ix_messages_sender", "sender_id", "created_at", "message_id"),
+        sa.Index("ix_messages_conversation", "conversation_id"),
+    )
+    sa.Table(
+        "status_history",
+        metadata,
+        sa.Column("message_id", sa.String(255), sa.ForeignKey("messages.message_id"),
+                  primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("at", when, nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("audit_index", sa.BigInteger, nullable=False),
+    )  # fmt: skip
+    sa.Table(
+        "attachments",
+        metadata,
+        sa.Column("message_id", sa.String(255), sa.ForeignKey("messages.message_id"),
+                  primary_key=True),
+        sa.Column("content_id", sa.String(255), primary_key=True),
+        sa.Column("file_name", sa.String(255), nullable=True),
+        sa.Column("media_type", sa.String(255), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("sha256", digest, nullable=False),
+        sa.Column("verdict_json", sa.Text, nullable=True),
+    )  # fmt: skip
+    sa.Table(
+        "evidences",
+        metadata,
+        sa.Column("evidence_id", sa.String(255), primary_key=True),
+        sa.Column("message_id", sa.String(255), sa.ForeignKey("messages.message_id"),
+                  nullable=False, index=True),
+        sa.Column("type", sa.String(64), nullable=False),
+        sa.Column("issued_at", when, nullable=False),
+        sa.Column("sha256", digest, nullable=False),
+        sa.Column("subject_sha256", digest, nullable=False),
+    )  # fmt: skip
+    metadata.create_all(connection)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_audit_log", _m0001_audit_log),
+    ("0002_messages", _m0002_messages),
+)
 
 _schema_migrations = sa.Table(
     "schema_migrations",
