@@ -8,6 +8,7 @@ the signing certificate (V2, SHA-256) and the data object format.
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -54,6 +55,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+@functools.lru_cache(maxsize=64)  # a gateway signs with one certificate, many times
 def _issuer_serial_v2(cert: x509.Certificate) -> str:
     """RFC 5035 IssuerSerial (GeneralNames + serial), as XAdES V2 carries it."""
     asn1 = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
