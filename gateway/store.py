@@ -1,0 +1,368 @@
+"""The message store: the one place messages are written, each write with its audit entries.
+
+Every write runs in ``Database.begin_write()`` together with the audit
+entries that record it, so a message is never visible without its entries
+and a crash leaves nothing half-written. Status changes go through
+``model.check_transition``: an illegal one raises before anything is written.
+The bytes (envelopes, attachments, evidences) live in a ``BlobStore`` and must
+be there before a record names them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from gateway.audit import JSON, AuditEvent, AuditLog
+from gateway.blobs import BlobStore
+from gateway.db import Database
+from gateway.model import EvidenceType, Status, StatusChange, check_transition
+from gateway.store_queries import MessageReader
+from gateway.store_records import (
+    Answer,
+    AttachmentRecord,
+    EvidenceRecord,
+    FirstAnswer,
+    Message,
+    MessageIdTaken,
+    MessageRecord,
+    MissingBlob,
+    NotRecipient,
+    StoreError,
+    SubmissionOutcome,
+    SubmissionRecord,
+    UnknownMessage,
+    attachments_table,
+    evidences_table,
+    history_table,
+    messages_table,
+    submissions_table,
+    verdict_json,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MessageStore(MessageReader):
+    """Messages, their first answers, history, attachments and evidences, audited."""
+
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        audit: AuditLog,
+        *,
+        gateway_id: str = "rogatory",
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        super().__init__(db)
+        self.blobs = blobs
+        self.audit = audit
+        self.gateway_id = gateway_id  # the actor of the gateway's own decisions
+        self._clock = clock
+
+    # --- writes ---
+
+    def record_submission(self, submission: SubmissionRecord) -> SubmissionOutcome:
+        """Store a submission's first answer and, with a readable id, its message; or replay.
+
+        If ``(authority_id, message_id)`` was recorded before, nothing is
+        stored and the first answer comes back, saying whether the envelope
+        was the same.
+        """
+        self._check_submission(submission)
+        try:
+            with self.db.begin_write() as connection:
+                earlier = self._replay(connection, submission)
+                if earlier is not None:
+                    return earlier
+                first = self._insert_submission(connection, submission)
+                return SubmissionOutcome(first, replayed=False, same_envelope=True)
+        except IntegrityError:
+            # A writer outside the writer lock got there first: the unique constraint decided.
+            with self.db.begin_read() as connection:
+                earlier = self._replay(connection, submission)
+            if earlier is None:
+                raise
+            return earlier
+
+    def transition(
+        self, message_id: str, new_status: Status, *, reason: str | None = None, actor: str
+    ) -> StatusChange:
+        """Move a message to ``new_status`` if the lifecycle allows it (else IllegalTransition)."""
+        with self.db.begin_write() as connection:
+            message = self._message(connection, message_id)
+            check_transition(message.direction, message.status, new_status)
+            return self._move(connection, message, new_status, reason, actor)
+
+    def add_evidence(self, message_id: str, evidence: EvidenceRecord, *, actor: str) -> int:
+        """Keep an evidence about a stored message; returns its audit entry's index."""
+        self._require_blobs([evidence.sha256])
+        with self.db.begin_write() as connection:
+            self._message(connection, message_id)
+            return self._insert_evidence(connection, message_id, evidence, actor)
+
+    def record_retrieval(
+        self, message_id: str, authority_id: str, evidence: EvidenceRecord
+    ) -> StatusChange:
+        """The recipient collected it: delivered -> retrieved, with a Retrieval evidence."""
+        if evidence.type is not EvidenceType.RETRIEVAL:
+            raise StoreError(f"a retrieval is proven by a Retrieval evidence, not {evidence.type}")
+        self._require_blobs([evidence.sha256])
+        with self.db.begin_write() as connection:
+            message = self._message(connection, message_id)
+            if message.recipient_id != authority_id:
+                raise NotRecipient(f"{authority_id} is not the recipient of {message_id}")
+            check_transition(message.direction, message.status, Status.RETRIEVED)
+            change = self._move(connection, message, Status.RETRIEVED, None, authority_id)
+            self._insert_evidence(connection, message_id, evidence, self.gateway_id)
+            return change
+
+    # --- inside a write transaction ---
+
+    def _check_submission(self, submission: SubmissionRecord) -> None:
+        message = submission.message
+        if message is None:
+            if submission.attachments or submission.evidences:
+                raise StoreError("attachments and evidences belong to a message with a readable id")
+        else:
+            if message.message_id != submission.message_id:
+                raise StoreError("the submission and its message name different message ids")
+            if message.envelope_sha256 != submission.envelope_sha256:
+                raise StoreError("the submission and its message name different envelopes")
+            check_transition(message.direction, Status.RECEIVED, submission.status)
+        digests = [submission.envelope_sha256]
+        digests += [a.sha256 for a in submission.attachments]
+        digests += [e.sha256 for e in submission.evidences]
+        self._require_blobs(digests)
+
+    def _require_blobs(self, digests: list[str]) -> None:
+        missing = [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]
+        if missing:
+            raise MissingBlob(f"the blob store holds no bytes for {', '.join(missing)}")
+
+    def _replay(
+        self, connection: Connection, submission: SubmissionRecord
+    ) -> SubmissionOutcome | None:
+        if submission.message_id is None:
+            return None
+        first = self._first_answer(connection, submission.authority_id, submission.message_id)
+        if first is None:
+            return None
+        same = first.envelope_sha256 == submission.envelope_sha256
+        return SubmissionOutcome(first, replayed=True, same_envelope=same)
+
+    def _insert_submission(
+        self, connection: Connection, submission: SubmissionRecord
+    ) -> FirstAnswer:
+        message = submission.message
+        if message is not None and self._exists(connection, message.message_id):
+            raise MessageIdTaken(f"message id {message.message_id!r} is already taken")
+        now = self._clock()
+        first = FirstAnswer(
+            submission_id=str(uuid.uuid4()),
+            authority_id=submission.authority_id,
+            message_id=submission.message_id,
+            envelope_sha256=submission.envelope_sha256,
+            answer=submission.answer,
+            created_at=now,
+        )
+        connection.execute(
+            submissions_table.insert().values(
+                id=first.submission_id,
+                authority_id=first.authority_id,
+                message_id=first.message_id,
+                envelope_sha256=first.envelope_sha256,
+                http_status=first.answer.http_status,
+                response_body=first.answer.body,
+                response_type=first.answer.media_type,
+                created_at=now,
+            )
+        )
+        if message is None:
+            details: dict[str, JSON] = {
+                "submission_id": first.submission_id,
+                "envelope_sha256": first.envelope_sha256,
+                "http_status": first.answer.http_status,
+            }
+            if submission.reason is not None:
+                details["reason"] = submission.reason
+            event = AuditEvent("submission.refused", submission.authority_id, None, details)
+            self.audit.append(event, connection=connection)
+        else:
+            self._insert_message(connection, submission, message, first)
+        return first
+
+    def _insert_message(
+        self,
+        connection: Connection,
+        submission: SubmissionRecord,
+        message: MessageRecord,
+        first: FirstAnswer,
+    ) -> None:
+        now = first.created_at
+        connection.execute(
+            messages_table.insert().values(
+                message_id=message.message_id,
+                submission_id=first.submission_id,
+                direction=message.direction.value,
+                sender_id=message.sender_id,
+                recipient_id=message.recipient_id,
+                conversation_id=message.conversation_id,
+                kind=message.kind,
+                request_type=message.request_type,
+                legal_basis=message.legal_basis,
+                status=Status.RECEIVED.value,
+                envelope_sha256=message.envelope_sha256,
+                verdict_json=verdict_json(message.verdict),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        received: dict[str, JSON] = {
+            "submission_id": first.submission_id,
+            "direction": message.direction.value,
+            "sender": message.sender_id,
+            "recipient": message.recipient_id,
+            "kind": message.kind,
+            "envelope_sha256": message.envelope_sha256,
+            "attachments": [
+                {"content_id": a.content_id, "sha256": a.sha256, "size": a.size}
+                for a in submission.attachments
+            ],
+        }
+        ref = self.audit.append(
+            AuditEvent("message.received", submission.authority_id, message.message_id, received),
+            connection=connection,
+        )
+        self._history(connection, message.message_id, 0, Status.RECEIVED, now, None, ref.index)
+        if submission.attachments:
+            rows = [
+                {
+                    "message_id": message.message_id,
+                    "content_id": a.content_id,
+                    "file_name": a.file_name,
+                    "media_type": a.media_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "verdict_json": verdict_json(a.verdict),
+                }
+                for a in submission.attachments
+            ]
+            connection.execute(attachments_table.insert(), rows)
+        stored = Message(
+            message.message_id, first.submission_id, message.direction, message.sender_id,
+            message.recipient_id, message.kind, Status.RECEIVED, message.envelope_sha256,
+            message.conversation_id, message.request_type, message.legal_basis, message.verdict,
+            now, now,
+        )  # fmt: skip
+        self._move(connection, stored, submission.status, submission.reason, self.gateway_id)
+        for evidence in submission.evidences:
+            self._insert_evidence(connection, message.message_id, evidence, self.gateway_id)
+
+    def _move(
+        self,
+        connection: Connection,
+        message: Message,
+        new_status: Status,
+        reason: str | None,
+        actor: str,
+    ) -> StatusChange:
+        at = self._clock()
+        details: dict[str, JSON] = {"from": message.status.value, "to": new_status.value}
+        if reason is not None:
+            details["reason"] = reason
+        ref = self.audit.append(
+            AuditEvent(f"message.{new_status.value}", actor, message.message_id, details),
+            connection=connection,
+        )
+        moved = connection.execute(
+            messages_table.update()
+            .where(
+                messages_table.c.message_id == message.message_id,
+                messages_table.c.status == message.status.value,
+            )
+            .values(status=new_status.value, updated_at=at)
+        )
+        if moved.rowcount != 1:
+            raise StoreError(f"message {message.message_id} changed under this transition")
+        seq = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(history_table)
+            .where(history_table.c.message_id == message.message_id)
+        ).scalar_one()
+        self._history(connection, message.message_id, int(seq), new_status, at, reason, ref.index)
+        return StatusChange(new_status, at, reason, ref.index)
+
+    @staticmethod
+    def _history(
+        connection: Connection,
+        message_id: str,
+        seq: int,
+        status: Status,
+        at: datetime,
+        reason: str | None,
+        audit_index: int,
+    ) -> None:
+        connection.execute(
+            history_table.insert().values(
+                message_id=message_id, seq=seq, status=status.value, at=at, reason=reason,
+                audit_index=audit_index,
+            )
+        )  # fmt: skip
+
+    def _insert_evidence(
+        self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
+    ) -> int:
+        connection.execute(
+            evidences_table.insert().values(
+                evidence_id=evidence.evidence_id,
+                message_id=message_id,
+                type=evidence.type.value,
+                issued_at=evidence.issued_at,
+                sha256=evidence.sha256,
+                subject_sha256=evidence.subject_sha256,
+            )
+        )
+        details: Mapping[str, JSON] = {
+            "evidence_id": evidence.evidence_id,
+            "type": evidence.type.value,
+            "sha256": evidence.sha256,
+            "subject_sha256": evidence.subject_sha256,
+        }
+        event = AuditEvent("evidence.issued", actor, message_id, details)
+        return self.audit.append(event, connection=connection).index
+
+    @staticmethod
+    def _exists(connection: Connection, message_id: str) -> bool:
+        query = sa.select(messages_table.c.message_id).where(
+            messages_table.c.message_id == message_id
+        )
+        return connection.execute(query).first() is not None
+
+
+# The records travel with the store: one import for its callers.
+__all__ = [
+    "Answer",
+    "AttachmentRecord",
+    "EvidenceRecord",
+    "FirstAnswer",
+    "Message",
+    "MessageIdTaken",
+    "MessageReader",
+    "MessageRecord",
+    "MessageStore",
+    "MissingBlob",
+    "NotRecipient",
+    "StoreError",
+    "SubmissionOutcome",
+    "SubmissionRecord",
+    "UnknownMessage",
+]

@@ -1,0 +1,306 @@
+"""What the message store keeps, as plain frozen records, and the tables that hold them.
+
+Tables (migration ``0002_messages``): ``submissions`` (the first answer to
+each submission, for idempotency), ``messages``, ``status_history``,
+``attachments`` and ``evidences``. Times are aware datetimes in UTC.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from gateway.audit import JSON, canonical_json
+from gateway.model import Direction, EvidenceType, Status
+from signing.errors import RogatoryError
+
+Verdict = Mapping[str, JSON]
+
+
+class StoreError(RogatoryError):
+    """A message cannot be recorded or changed as asked; nothing was written."""
+
+
+class UnknownMessage(StoreError):
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"no message {message_id!r} is stored")
+        self.message_id = message_id
+
+
+class MessageIdTaken(StoreError):
+    """Another authority's submission already holds this message id."""
+
+
+class MissingBlob(StoreError):
+    """A record names bytes the blob store does not hold: originals are stored first."""
+
+
+class NotRecipient(StoreError):
+    """Only the recipient authority may collect a message."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as sent: status, body and its media type."""
+
+    http_status: int
+    body: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class AttachmentRecord:
+    content_id: str
+    media_type: str
+    size: int
+    sha256: str
+    file_name: str | None = None
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class EvidenceRecord:
+    """A signed evidence: its XML is blob ``sha256``; ``subject_sha256`` is what it speaks of."""
+
+    evidence_id: str
+    type: EvidenceType
+    issued_at: datetime
+    sha256: str
+    subject_sha256: str
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """What intake read from a message's signed envelope."""
+
+    message_id: str
+    direction: Direction
+    sender_id: str
+    recipient_id: str
+    kind: str
+    envelope_sha256: str
+    conversation_id: str | None = None
+    request_type: str | None = None
+    legal_basis: str | None = None
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message with its current status."""
+
+    message_id: str
+    submission_id: str
+    direction: Direction
+    sender_id: str
+    recipient_id: str
+    kind: str
+    status: Status
+    envelope_sha256: str
+    conversation_id: str | None
+    request_type: str | None
+    legal_basis: str | None
+    verdict: Verdict | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """One submission and the answer intake gives it, to record in one transaction.
+
+    ``message`` is set when the envelope's message id could be read (the
+    message is then stored, going from received to ``status``); otherwise
+    only the submission and its answer are kept.
+    """
+
+    authority_id: str
+    envelope_sha256: str
+    answer: Answer
+    message_id: str | None = None
+    message: MessageRecord | None = None
+    status: Status = Status.ACCEPTED
+    reason: str | None = None
+    attachments: tuple[AttachmentRecord, ...] = ()
+    evidences: tuple[EvidenceRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class FirstAnswer:
+    """The answer given the first time a submission was recorded."""
+
+    submission_id: str
+    authority_id: str
+    message_id: str | None
+    envelope_sha256: str
+    answer: Answer
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SubmissionOutcome:
+    """``first`` is the answer to send; ``replayed`` if it was recorded before."""
+
+    first: FirstAnswer
+    replayed: bool
+    same_envelope: bool
+
+    @property
+    def conflicting(self) -> bool:
+        """A replayed message id with different content."""
+        return self.replayed and not self.same_envelope
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite keeps no zone: store UTC, read UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise StoreError("a stored time must carry its time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def verdict_json(verdict: Verdict | None) -> str | None:
+    return None if verdict is None else canonical_json(dict(verdict)).decode("utf-8")
+
+
+def verdict_from(text: str | None) -> Verdict | None:
+    if text is None:
+        return None
+    loaded = json.loads(text)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+_metadata = sa.MetaData()
+_when = UTCDateTime()
+submissions_table = sa.Table(
+    "submissions",
+    _metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("authority_id", sa.String(255)),
+    sa.Column("message_id", sa.String(255)),
+    sa.Column("envelope_sha256", sa.String(64)),
+    sa.Column("http_status", sa.SmallInteger),
+    sa.Column("response_body", sa.LargeBinary),
+    sa.Column("response_type", sa.String(255)),
+    sa.Column("created_at", _when),
+)
+messages_table = sa.Table(
+    "messages",
+    _metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("submission_id", sa.String(36)),
+    sa.Column("direction", sa.String(16)),
+    sa.Column("sender_id", sa.String(255)),
+    sa.Column("recipient_id", sa.String(255)),
+    sa.Column("conversation_id", sa.String(255)),
+    sa.Column("kind", sa.String(64)),
+    sa.Column("request_type", sa.String(64)),
+    sa.Column("legal_basis", sa.Text),
+    sa.Column("status", sa.String(32)),
+    sa.Column("envelope_sha256", sa.String(64)),
+    sa.Column("verdict_json", sa.Text),
+    sa.Column("created_at", _when),
+    sa.Column("updated_at", _when),
+)
+history_table = sa.Table(
+    "status_history",
+    _metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("status", sa.String(32)),
+    sa.Column("at", _when),
+    sa.Column("reason", sa.Text),
+    sa.Column("audit_index", sa.BigInteger),
+)
+attachments_table = sa.Table(
+    "attachments",
+    _metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("content_id", sa.String(255), primary_key=True),
+    sa.Column("file_name", sa.String(255)),
+    sa.Column("media_type", sa.String(255)),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("verdict_json", sa.Text),
+)
+evidences_table = sa.Table(
+    "evidences",
+    _metadata,
+    sa.Column("evidence_id", sa.String(255), primary_key=True),
+    sa.Column("message_id", sa.String(255)),
+    sa.Column("type", sa.String(64)),
+    sa.Column("issued_at", _when),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("subject_sha256", sa.String(64)),
+)
+
+
+def message_from(row: sa.Row[Any]) -> Message:
+    return Message(
+        message_id=row.message_id,
+        submission_id=row.submission_id,
+        direction=Direction(row.direction),
+        sender_id=row.sender_id,
+        recipient_id=row.recipient_id,
+        kind=row.kind,
+        status=Status(row.status),
+        envelope_sha256=row.envelope_sha256,
+        conversation_id=row.conversation_id,
+        request_type=row.request_type,
+        legal_basis=row.legal_basis,
+        verdict=verdict_from(row.verdict_json),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def first_answer_from(row: sa.Row[Any]) -> FirstAnswer:
+    return FirstAnswer(
+        submission_id=row.id,
+        authority_id=row.authority_id,
+        message_id=row.message_id,
+        envelope_sha256=row.envelope_sha256,
+        answer=Answer(row.http_status, bytes(row.response_body), row.response_type),
+        created_at=row.created_at,
+    )
+
+
+def attachment_from(row: sa.Row[Any]) -> AttachmentRecord:
+    return AttachmentRecord(
+        content_id=row.content_id,
+        media_type=row.media_type,
+        size=int(row.size),
+        sha256=row.sha256,
+        file_name=row.file_name,
+        verdict=verdict_from(row.verdict_json),
+    )
+
+
+def evidence_from(row: sa.Row[Any]) -> EvidenceRecord:
+    return EvidenceRecord(
+        evidence_id=row.evidence_id,
+        type=EvidenceType(row.type),
+        issued_at=row.issued_at,
+        sha256=row.sha256,
+        subject_sha256=row.subject_sha256,
+    )
