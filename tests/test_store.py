@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -241,7 +242,7 @@ def test_a_replay_returns_the_first_answer_and_stores_nothing(store: MessageStor
     first = store.record_submission(record)
     before = row_counts(store.db)
     later_answer = Answer(202, b"<Evidence issued later/>", "application/xml")
-    again = store.record_submission(SubmissionRecord(**{**record.__dict__, "answer": later_answer}))
+    again = store.record_submission(replace(record, answer=later_answer))
     assert again.replayed and again.same_envelope and not again.conflicting
     assert again.first == first.first and again.first.answer == record.answer
     assert row_counts(store.db) == before
@@ -276,7 +277,7 @@ def test_bytes_must_be_stored_before_the_record(store: MessageStore) -> None:
         record.envelope_sha256,
     )
     with pytest.raises(MissingBlob):
-        store.record_submission(SubmissionRecord(**{**record.__dict__, "evidences": (missing,)}))
+        store.record_submission(replace(record, evidences=(missing,)))
     assert row_counts(store.db)["submissions"] == 0
 
 
@@ -414,7 +415,7 @@ def test_retrieval_moves_to_retrieved_with_its_evidence(store: MessageStore) -> 
     before = row_counts(store.db)
     with pytest.raises(NotRecipient):
         store.record_retrieval("m6", "ES-MJ", retrieval)
-    wrong = EvidenceRecord(**{**retrieval.__dict__, "type": EvidenceType.DELIVERY})
+    wrong = replace(retrieval, type=EvidenceType.DELIVERY)
     with pytest.raises(StoreError):
         store.record_retrieval("m6", "AR-MPF", wrong)
     assert row_counts(store.db) == before
@@ -424,9 +425,7 @@ def test_retrieval_moves_to_retrieved_with_its_evidence(store: MessageStore) -> 
     assert audit_kinds(store, "m6")[-2:] == ["message.retrieved", "evidence.issued"]
     assert store.audit.entry(change.audit_index or 0).actor == "AR-MPF"
     with pytest.raises(IllegalTransition):
-        store.record_retrieval(
-            "m6", "AR-MPF", EvidenceRecord(**{**retrieval.__dict__, "evidence_id": "ev-r2"})
-        )
+        store.record_retrieval("m6", "AR-MPF", replace(retrieval, evidence_id="ev-r2"))
     assert store.inbox("AR-MPF") == []
 
 
