@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ def blobs(db: Database, tmp_path: Path) -> BlobStore:
     return blob_store_for(db, tmp_path / "data")
 
 
-def stored_things(blobs: BlobStore) -> list[object]:
+def stored_things(blobs: BlobStore) -> Sequence[object]:
     """Everything a store holds, blob or fragment: files in the folder, rows in the tables."""
     if isinstance(blobs, FolderBlobStore):
         if not blobs.root.exists():
