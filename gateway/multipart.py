@@ -24,6 +24,7 @@ from signing.errors import InputError
 __all__ = [
     "MAX_HEADER_BYTES",
     "MAX_PARTS",
+    "MultipartCutShort",
     "MultipartError",
     "Part",
     "iter_parts",
@@ -48,6 +49,10 @@ _HEADER_NAME = re.compile(rf"^{_TOKEN}$")
 
 class MultipartError(InputError):
     """The multipart body (or its Content-Type) is malformed, cut short or beyond the bounds."""
+
+
+class MultipartCutShort(MultipartError):
+    """The body ended before its closing delimiter: a dropped upload, not a malformed one."""
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -149,7 +154,7 @@ class _Parser:
         return False
 
     def _cut_short(self, where: str) -> MultipartError:
-        return MultipartError(
+        return MultipartCutShort(
             f"the body ended {where}, before the closing boundary: the upload was cut short"
         )
 
