@@ -46,7 +46,13 @@ from gateway.intake_checks import (
     verdict_issues,
 )
 from gateway.model import Direction, EvidenceType, Status
-from gateway.multipart import MultipartCutShort, MultipartError, iter_parts, parse_content_type
+from gateway.multipart import (
+    MultipartCutShort,
+    MultipartError,
+    TooManyParts,
+    iter_parts,
+    parse_content_type,
+)
 from gateway.settings import Settings
 from gateway.store import MessageStore
 from gateway.store_records import Answer as StoredAnswer
@@ -149,9 +155,10 @@ class IntakeService:
         """The answer to one submission; never raises for what the request contains."""
         submission = _Submission(authority)
         try:
-            return self._submit(submission, content_type, body, content_length)
-        except Refused as refusal:
-            return self._refuse(submission, refusal)
+            try:
+                return self._submit(submission, content_type, body, content_length)
+            except Refused as refusal:
+                return self._refuse(submission, refusal)
         except Exception:
             log.exception("intake failed on submission %s", submission.submission_id)
             failure = Refused.one(
@@ -163,7 +170,7 @@ class IntakeService:
             try:
                 return self._refuse(submission, failure)
             except Exception:
-                log.exception("could not even refuse submission %s", submission.submission_id)
+                log.exception("could not record the refusal of %s", submission.submission_id)
                 return _bare_problem(failure, submission)
 
     def _submit(
@@ -230,9 +237,9 @@ class IntakeService:
                 submission.received[part.content_id] = blob
         except MultipartCutShort as exc:
             raise cut_short(str(exc)) from None
+        except TooManyParts as exc:
+            raise Refused.one(413, "too-many-attachments", "Too large", str(exc)) from None
         except MultipartError as exc:
-            if str(exc).startswith("the body has more than"):
-                raise Refused.one(413, "too-many-attachments", "Too large", str(exc)) from None
             raise _malformed_multipart(str(exc)) from None
         if submission.envelope_bytes is None:
             where = f"Content-ID <{start}>" if start else "the first part"

@@ -27,6 +27,7 @@ __all__ = [
     "MultipartCutShort",
     "MultipartError",
     "Part",
+    "TooManyParts",
     "iter_parts",
     "parse_content_type",
     "related_boundary",
@@ -53,6 +54,10 @@ class MultipartError(InputError):
 
 class MultipartCutShort(MultipartError):
     """The body ended before its closing delimiter: a dropped upload, not a malformed one."""
+
+
+class TooManyParts(MultipartError):
+    """The body has more parts than the parser was allowed to read."""
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -166,7 +171,7 @@ class _Parser:
         index = 0
         while self._after_delimiter():
             if index >= self._max_parts:
-                raise MultipartError(f"the body has more than {self._max_parts} parts")
+                raise TooManyParts(f"the body has more than {self._max_parts} parts")
             headers = self._headers(index)
             part = self._part(index, headers, seen)
             yield part

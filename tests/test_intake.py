@@ -786,3 +786,69 @@ def test_verify_envelope_for_intake_reads_the_signed_envelope_and_its_signer(
     assert verified.signed_root is not None and verified.problems == ()
     tampered = verify_envelope_for_intake(_tamper(signed_envelope), engine)
     assert tampered.envelope is None and not tampered.report.verdict.ok
+
+
+def test_a_store_that_fails_is_a_500_problem_never_an_exception(
+    service: IntakeService, store: MessageStore, es: Authority, envelope: bytes,
+    es_signer: Signer, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    def down(*args: object, **kwargs: object) -> None:
+        raise OSError("the database is gone")
+
+    monkeypatch.setattr(store, "record_submission", down)
+    answer = post_xml(service, es, make_envelope(envelope, es_signer))
+    problem = json.loads(answer.body)
+    assert (answer.status, answer.content_type) == (500, "application/problem+json")
+    assert problem["type"] == "urn:rogatory:problem:internal-error"
+    assert "post it again" in problem["detail"]
+
+
+# ---- memory -----------------------------------------------------------------
+
+
+def test_memory_stays_bounded_whatever_the_attachment_size(
+    store: MessageStore, engine: TrustEngine, directory: AuthorityDirectory,
+    gateway_signer: Signer, tmp_path: Path, es: Authority, envelope: bytes, es_signer: Signer,
+) -> None:  # fmt: skip
+    import tracemalloc
+
+    size, piece = 24 * 1024 * 1024, bytes(range(256)) * 256  # 64 KiB pieces
+    digest = hashlib.sha256()
+    for _ in range(size // len(piece)):
+        digest.update(piece)
+    data = make_envelope(
+        envelope, es_signer,
+        attachments=[("big@es", "text/plain", b"")],
+        edit=lambda root: (
+            root.find("e:Attachments/e:Attachment/e:Size", NS).__setattr__("text", str(size)),
+            root.find("e:Attachments/e:Attachment/e:Digest", NS).__setattr__(
+                "text", digest.hexdigest()
+            ),
+        ),
+    )  # fmt: skip
+    head, tail = multipart(data, [("big@es", b"\x00")])[1].split(b"\x00\r\n--" + BOUNDARY.encode())
+    content_type = multipart(data, [])[0]
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(size // len(piece)):
+            yield piece
+        yield b"\r\n--" + BOUNDARY.encode() + tail
+
+    settings = Settings(
+        mode="development", data_dir=tmp_path / "data", **(LIMITS | {
+            "max_attachment_bytes": 32 * 1024 * 1024, "max_body_bytes": 64 * 1024 * 1024,
+        }),
+    )  # fmt: skip
+    service = IntakeService(
+        store, store.blobs, engine, directory, gateway_signer, settings, issuer=GATEWAY
+    )
+    tracemalloc.start()
+    try:
+        answer = service.submit(es, content_type, body(), None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    accepted(answer, engine)
+    print(f"intake peak: {peak} bytes for a {size}-byte attachment")
+    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte attachment"
