@@ -16,23 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from gateway.audit import JSON, AuditEvent
 from gateway.authorities import Authority, AuthorityDirectory
-from gateway.blobs import BlobRef, BlobStore, BlobTooLarge
+from gateway.blobs import BlobStore, BlobTooLarge
 from gateway.envelope import Envelope
-from gateway.evidence import (
-    EvidenceReason,
-    GatewayRef,
-    MessageRef,
-    build_evidence,
-    sign_evidence,
-)
+from gateway.evidence import EvidenceReason, GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import (
     MAX_PDF_VERIFY_BYTES,
     Refused,
@@ -40,12 +31,28 @@ from gateway.intake_checks import (
     check_attachments,
     check_pdfs,
     cut_short,
-    manifest_key,
+    envelope_too_large,
+    id_taken,
+    malformed_multipart,
     problem_json,
     read_bounded,
+    unsupported,
     verdict_issues,
 )
-from gateway.model import Direction, EvidenceType, Status
+from gateway.intake_records import (
+    PROBLEM_JSON,
+    Answer,
+    Submission,
+    attachment_records,
+    bare_problem,
+    conflict_event,
+    from_stored,
+    issuer_from,
+    message_location,
+    message_record,
+    rejected_ref,
+)
+from gateway.model import EvidenceType, Status
 from gateway.multipart import (
     MultipartCutShort,
     MultipartError,
@@ -57,11 +64,9 @@ from gateway.settings import Settings
 from gateway.store import MessageStore
 from gateway.store_records import Answer as StoredAnswer
 from gateway.store_records import (
-    AttachmentRecord,
     EvidenceRecord,
     FirstAnswer,
     MessageIdTaken,
-    MessageRecord,
     SubmissionRecord,
 )
 from gateway.verification import verify_envelope_for_intake
@@ -77,42 +82,12 @@ log = logging.getLogger("rogatory.intake")
 __all__ = ["Answer", "IntakeService", "message_location"]
 
 XML_TYPES = frozenset({"application/xml", "text/xml"})
-PROBLEM_JSON = "application/problem+json"
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_AUTHORITY_ID = re.compile(r"^[A-Z]{2}-[A-Za-z0-9][A-Za-z0-9._\-]{0,62}$")
 _MESSAGE_ID = f"{{{ENVELOPE_NS}}}Header/{{{ENVELOPE_NS}}}MessageId"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the HTTP layer sends back: status, media type, body and extra headers."""
-
-    status: int
-    content_type: str
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def message_location(message_id: str) -> str:
-    return f"/api/v1/messages/{message_id}"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class _Submission:
-    """What is known of one submission so far, filled in as the pipeline goes."""
-
-    authority: Authority
-    submission_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    envelope_bytes: bytes | None = None
-    envelope_sha256: str | None = None
-    message_id: str | None = None  # peeked from the unsigned envelope
-    envelope: Envelope | None = None  # read from the signed envelope, once verified
-    verdict: dict[str, JSON] | None = None
-    received: dict[str, BlobRef] = field(default_factory=dict)
 
 
 class IntakeService:
@@ -139,7 +114,7 @@ class IntakeService:
         self.signer = signer
         self.settings = settings
         self.clock = clock
-        self.issuer = issuer or _issuer_from(settings)
+        self.issuer = issuer or issuer_from(settings)
         self.timestamper = timestamper
         self.max_pdf_verify_bytes = max_pdf_verify_bytes
 
@@ -153,7 +128,7 @@ class IntakeService:
         content_length: int | None,
     ) -> Answer:
         """The answer to one submission; never raises for what the request contains."""
-        submission = _Submission(authority)
+        submission = Submission(authority)
         try:
             try:
                 return self._submit(submission, content_type, body, content_length)
@@ -171,11 +146,11 @@ class IntakeService:
                 return self._refuse(submission, failure)
             except Exception:
                 log.exception("could not record the refusal of %s", submission.submission_id)
-                return _bare_problem(failure, submission)
+                return bare_problem(failure, submission)
 
     def _submit(
         self,
-        submission: _Submission,
+        submission: Submission,
         content_type: str,
         body: Iterable[bytes] | BinaryIO,
         content_length: int | None,
@@ -183,12 +158,12 @@ class IntakeService:
         try:
             media_type, params = parse_content_type(content_type or "")
         except MultipartError as exc:
-            raise _unsupported(str(exc)) from None
+            raise unsupported(str(exc)) from None
         limits = self.settings
         chunks = body_chunks(body, content_length, limits.max_body_bytes)
         if media_type in XML_TYPES:
             if content_length is not None and content_length > limits.max_envelope_bytes:
-                raise _envelope_too_large(content_length, limits.max_envelope_bytes)
+                raise envelope_too_large(content_length, limits.max_envelope_bytes)
             data = read_bounded(chunks, limits.max_envelope_bytes, "envelope", "envelope-too-large")
             replay = self._take_envelope(submission, data)
             if replay is not None:
@@ -198,16 +173,16 @@ class IntakeService:
             if replay is not None:
                 return replay
         else:
-            raise _unsupported(f"{media_type} is neither application/xml nor multipart/related")
+            raise unsupported(f"{media_type} is neither application/xml nor multipart/related")
         self._check_attachments(submission)
         return self._accept(submission)
 
     def _take_parts(
-        self, submission: _Submission, params: dict[str, str], chunks: Iterator[bytes]
+        self, submission: Submission, params: dict[str, str], chunks: Iterator[bytes]
     ) -> Answer | None:
         boundary = params.get("boundary")
         if not boundary:
-            raise _malformed_multipart("the multipart/related Content-Type has no boundary")
+            raise malformed_multipart("the multipart/related Content-Type has no boundary")
         start = params.get("start", "").strip().removeprefix("<").removesuffix(">") or None
         limits = self.settings
         try:
@@ -240,13 +215,13 @@ class IntakeService:
         except TooManyParts as exc:
             raise Refused.one(413, "too-many-attachments", "Too large", str(exc)) from None
         except MultipartError as exc:
-            raise _malformed_multipart(str(exc)) from None
+            raise malformed_multipart(str(exc)) from None
         if submission.envelope_bytes is None:
             where = f"Content-ID <{start}>" if start else "the first part"
-            raise _malformed_multipart(f"no envelope: {where} is missing")
+            raise malformed_multipart(f"no envelope: {where} is missing")
         return None
 
-    def _take_envelope(self, submission: _Submission, data: bytes) -> Answer | None:
+    def _take_envelope(self, submission: Submission, data: bytes) -> Answer | None:
         """Keep the envelope, answer a replay, and verify it (refusing early if it fails)."""
         ref = self.blobs.put(data)  # the original bytes, kept whatever the verdict
         submission.envelope_bytes = data
@@ -264,7 +239,7 @@ class IntakeService:
         self._verify(submission, data)
         return None
 
-    def _verify(self, submission: _Submission, data: bytes) -> None:
+    def _verify(self, submission: Submission, data: bytes) -> None:
         verified = verify_envelope_for_intake(data, self.engine, path="envelope", at=self.clock())
         report = verified.report
         submission.verdict = report.verdict.to_json() | {
@@ -292,7 +267,7 @@ class IntakeService:
             )  # fmt: skip
         submission.envelope = envelope
 
-    def _check_attachments(self, submission: _Submission) -> None:
+    def _check_attachments(self, submission: Submission) -> None:
         envelope = submission.envelope
         assert envelope is not None  # _verify set it or raised
         issues = check_attachments(envelope.attachments, submission.received)
@@ -307,7 +282,7 @@ class IntakeService:
 
     # ---- answers ------------------------------------------------------------
 
-    def _accept(self, submission: _Submission) -> Answer:
+    def _accept(self, submission: Submission) -> Answer:
         envelope = submission.envelope
         assert envelope is not None and submission.envelope_bytes is not None
         message_ref = MessageRef.of_envelope(envelope, submission.envelope_bytes)
@@ -321,9 +296,9 @@ class IntakeService:
             envelope_sha256=message_ref.sha256_hex,
             answer=StoredAnswer(202, signed, "application/xml"),
             message_id=envelope.message_id,
-            message=self._message_record(submission, envelope),
+            message=message_record(submission, envelope),
             status=Status.ACCEPTED,
-            attachments=self._attachment_records(submission, envelope),
+            attachments=attachment_records(submission, envelope),
             evidences=(
                 EvidenceRecord(
                     evidence.evidence_id, evidence.type, evidence.event_time,
@@ -334,12 +309,12 @@ class IntakeService:
         try:
             outcome = self.store.record_submission(record)
         except MessageIdTaken as exc:
-            raise _id_taken(envelope.message_id, str(exc)) from None
+            raise id_taken(envelope.message_id, str(exc)) from None
         if outcome.replayed:  # a concurrent post of the same id got there first
             return self._replay(submission, outcome.first)
         if self.directory.get(envelope.recipient.id) is not None:
             self._deliver_locally(envelope, message_ref)
-        return _from_stored(outcome.first.answer, envelope.message_id)
+        return from_stored(outcome.first.answer, envelope.message_id)
 
     def _deliver_locally(self, envelope: Envelope, message_ref: MessageRef) -> None:
         """The recipient is one of ours: queued, sending, delivered, with a Delivery evidence.
@@ -354,7 +329,9 @@ class IntakeService:
             evidence = build_evidence(
                 EvidenceType.DELIVERY, message_ref, self.issuer, clock=self.clock
             )
-            signed = self.blobs.put(sign_evidence(evidence, self.signer))
+            signed = self.blobs.put(
+                sign_evidence(evidence, self.signer, timestamper=self.timestamper)
+            )
             record = EvidenceRecord(
                 evidence.evidence_id, evidence.type, evidence.event_time, signed.sha256,
                 message_ref.sha256_hex,
@@ -363,16 +340,16 @@ class IntakeService:
         except Exception:
             log.exception("local delivery of %s stopped part way", envelope.message_id)
 
-    def _replay(self, submission: _Submission, first: FirstAnswer) -> Answer:
+    def _replay(self, submission: Submission, first: FirstAnswer) -> Answer:
         if first.envelope_sha256 == submission.envelope_sha256:
-            return _from_stored(first.answer, first.message_id)
+            return from_stored(first.answer, first.message_id)
         assert submission.message_id is not None
         self.store.audit.append(
-            _conflict_event(submission, first.envelope_sha256, first.submission_id)
+            conflict_event(submission, first.envelope_sha256, first.submission_id)
         )
-        raise _id_taken(submission.message_id, "")
+        raise id_taken(submission.message_id, "")
 
-    def _refuse(self, submission: _Submission, refusal: Refused) -> Answer:
+    def _refuse(self, submission: Submission, refusal: Refused) -> Answer:
         """Sign a SubmissionRejection, record it (if final, under the message id), answer."""
         reasons = [EvidenceReason(i.code, i.text) for i in refusal.issues]
         final = refusal.final and refusal.code != "message-id-reused"
@@ -387,7 +364,7 @@ class IntakeService:
             )
         evidence = build_evidence(
             EvidenceType.SUBMISSION_REJECTION,
-            self._rejected_ref(submission),
+            rejected_ref(submission),
             self.issuer,
             reasons=reasons,
             details=f"submission {submission.submission_id}",
@@ -410,10 +387,10 @@ class IntakeService:
             envelope_sha256=envelope_sha256,
             answer=StoredAnswer(refusal.status, body, PROBLEM_JSON),
             message_id=message_id if final else None,
-            message=None if envelope is None else self._message_record(submission, envelope),
+            message=None if envelope is None else message_record(submission, envelope),
             status=Status.REJECTED,
             reason=f"submission {submission.submission_id}: {refusal}"[:2000],
-            attachments=() if envelope is None else self._attachment_records(submission, envelope),
+            attachments=() if envelope is None else attachment_records(submission, envelope),
             evidences=()
             if envelope is None
             else (
@@ -426,129 +403,13 @@ class IntakeService:
         try:
             outcome = self.store.record_submission(record)
         except MessageIdTaken as exc:
-            return self._refuse(submission, _id_taken(message_id or "", str(exc)))
+            return self._refuse(submission, id_taken(message_id or "", str(exc)))
         if outcome.replayed:  # a concurrent post of the same id got there first
             first = outcome.first
             if outcome.same_envelope:
-                return _from_stored(first.answer, first.message_id)
+                return from_stored(first.answer, first.message_id)
             self.store.audit.append(
-                _conflict_event(submission, first.envelope_sha256, first.submission_id)
+                conflict_event(submission, first.envelope_sha256, first.submission_id)
             )
-            return self._refuse(submission, _id_taken(message_id or "", ""))
+            return self._refuse(submission, id_taken(message_id or "", ""))
         return answer
-
-    def _rejected_ref(self, submission: _Submission) -> MessageRef:
-        data = submission.envelope_bytes or b""
-        if submission.envelope is not None:
-            return MessageRef.of_envelope(submission.envelope, data)
-        sender = submission.authority.id
-        ref = MessageRef.of_bytes(
-            data, sender_authority=sender if _AUTHORITY_ID.match(sender) else None
-        )
-        if submission.message_id is None:
-            return ref
-        return MessageRef(ref.sha256_hex, submission.message_id, None, ref.sender_authority)
-
-    def _message_record(self, submission: _Submission, envelope: Envelope) -> MessageRecord:
-        assert submission.envelope_sha256 is not None
-        return MessageRecord(
-            message_id=envelope.message_id,
-            direction=Direction.OUTBOUND,
-            sender_id=envelope.sender.id,
-            recipient_id=envelope.recipient.id,
-            kind=envelope.kind.value,
-            envelope_sha256=submission.envelope_sha256,
-            conversation_id=envelope.conversation_id,
-            request_type=envelope.request_type.value,
-            legal_basis="; ".join(
-                b.instrument + (f" art. {b.article}" if b.article else "")
-                for b in envelope.legal_basis
-            ),
-            verdict=submission.verdict,
-        )
-
-    def _attachment_records(
-        self, submission: _Submission, envelope: Envelope
-    ) -> tuple[AttachmentRecord, ...]:
-        """The parts that arrived, described by the manifest where it lists them."""
-        listed = {manifest_key(ref): ref for ref in envelope.attachments}
-        records = []
-        for content_id, blob in submission.received.items():
-            ref = listed.get(content_id)
-            records.append(
-                AttachmentRecord(
-                    content_id=content_id,
-                    media_type=ref.media_type if ref else "application/octet-stream",
-                    size=blob.size,
-                    sha256=blob.sha256,
-                    file_name=ref.file_name if ref else None,
-                )
-            )
-        return tuple(records)
-
-
-# ---- helpers ----------------------------------------------------------------
-
-
-def _issuer_from(settings: Settings) -> GatewayRef:
-    gateway_id = settings.gateway_id or "rogatory"
-    return GatewayRef(
-        id=gateway_id,
-        name=settings.gateway_name or gateway_id,
-        country=settings.gateway_country or "ZZ",
-    )
-
-
-def _from_stored(stored: StoredAnswer, message_id: str | None) -> Answer:
-    headers = {}
-    if stored.http_status == 202 and message_id is not None:
-        headers["Location"] = message_location(message_id)
-    return Answer(stored.http_status, stored.media_type, stored.body, headers)
-
-
-def _unsupported(detail: str) -> Refused:
-    return Refused.one(415, "unsupported-media-type", "Unsupported media type", detail)
-
-
-def _malformed_multipart(detail: str) -> Refused:
-    return Refused.one(400, "malformed-multipart", "Malformed multipart body", detail)
-
-
-def _envelope_too_large(size: int, limit: int) -> Refused:
-    return Refused.one(
-        413, "envelope-too-large", "Too large",
-        f"the envelope is {size} bytes, more than the limit of {limit}",
-    )  # fmt: skip
-
-
-def _id_taken(message_id: str, why: str) -> Refused:
-    return Refused.one(
-        409, "message-id-reused", "Message id already used",
-        f"message id already used with different content: {message_id} was first posted "
-        "with another envelope" + (f" ({why})" if why else ""),
-        path="/Envelope/Header/MessageId",
-    )  # fmt: skip
-
-
-def _conflict_event(
-    submission: _Submission, first_sha256: str, first_submission: str
-) -> AuditEvent:
-    return AuditEvent(
-        "submission.conflict",
-        submission.authority.id,
-        submission.message_id,
-        {
-            "submission_id": submission.submission_id,
-            "envelope_sha256": submission.envelope_sha256,
-            "first_submission_id": first_submission,
-            "first_envelope_sha256": first_sha256,
-            "reason": "message id already used with different content",
-        },
-    )
-
-
-def _bare_problem(refusal: Refused, submission: _Submission) -> Answer:
-    body = problem_json(
-        refusal, None, message_id=submission.message_id, submission_id=submission.submission_id
-    )
-    return Answer(refusal.status, PROBLEM_JSON, body)

@@ -317,3 +317,27 @@ def problem_json(
     if evidence is not None:
         body["evidence"] = evidence.decode("utf-8")
     return json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+# ---- refusals used by more than one step -----------------------------------
+
+
+def unsupported(detail: str) -> Refused:
+    return Refused.one(415, "unsupported-media-type", "Unsupported media type", detail)
+
+
+def malformed_multipart(detail: str) -> Refused:
+    return Refused.one(400, "malformed-multipart", "Malformed multipart body", detail)
+
+
+def envelope_too_large(size: int, limit: int) -> Refused:
+    return _too_large("envelope-too-large", "envelope", size, limit)
+
+
+def id_taken(message_id: str, why: str) -> Refused:
+    return Refused.one(
+        409, "message-id-reused", "Message id already used",
+        f"message id already used with different content: {message_id} was first posted "
+        "with another envelope" + (f" ({why})" if why else ""),
+        path="/Envelope/Header/MessageId",
+    )  # fmt: skip
