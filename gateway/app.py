@@ -1,44 +1,43 @@
-"""The Flask application factory.
+"""The Flask application factory: ``create_app(settings)``; gunicorn runs ``wsgi:app``.
 
-Today it serves verification over HTTP (the same service as ``rogatory
-verify``); intake, the message store and the audit trail arrive with the
-gateway issue. Nothing is built at import time.
+Nothing is built at import time. In development mode the first run creates
+what a demo gateway needs (data folder, development PKI, authority directory
+with tokens); in production, missing or unsafe settings stop the start.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
+from flask import Flask, Response, jsonify
 
-from flask import Flask, Response, jsonify, request
-
-MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+from .settings import Settings, load_settings
 
 
-def create_app(settings: dict[str, Any] | None = None) -> Flask:
-    """Build the app; ``settings`` override ``ROGATORY_*`` environment variables."""
-    from signing.trust import RevocationPolicy
+def prepare_settings(settings: Settings | None = None) -> Settings:
+    """Settings from the environment, completed in development mode, checked always."""
+    settings = settings or load_settings()
+    if settings.development:
+        from .bootstrap import ensure_development_setup
 
-    from .verification import build_engine, verify_document
+        settings = ensure_development_setup(settings)
+    settings.check()
+    return settings
 
-    config = {
-        "TRUST": os.environ.get("ROGATORY_TRUST", ""),
-        "REVOCATION": os.environ.get("ROGATORY_REVOCATION", "hard"),
-        **(settings or {}),
-    }
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The gateway's WSGI application over services built from ``settings``."""
+    from .api import api
+    from .services import build_services
+
+    settings = prepare_settings(settings)
+    services = build_services(settings)
     app = Flask("rogatory")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_DOCUMENT_BYTES
-    anchors = [Path(p) for p in str(config["TRUST"]).split(":") if p]
-    engine = build_engine(anchors, revocation=RevocationPolicy(config["REVOCATION"]))
+    # Attachments stream to the blob store; this bounds the whole request body.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["rogatory"] = services
+    app.register_blueprint(api)
 
     @app.get("/healthz")
     def health() -> Response:
-        return jsonify(status="ok", trust_anchors=len(engine.policy.anchors) if engine else 0)
-
-    @app.post("/api/v1/verify")
-    def verify() -> tuple[Response, int]:
-        report = verify_document(request.get_data(cache=False), engine, path="request-body")
-        return jsonify({"documents": [report.to_json()]}), 200
+        return jsonify(status="ok", gateway=settings.gateway_id)
 
     return app

@@ -274,6 +274,45 @@ def demo(data_dir: Path) -> None:
     sys.exit(code)
 
 
+@main.command()
+@click.option("--dev", is_flag=True, help="Development mode: create a demo PKI and authorities.")
+@click.option(
+    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), help="Data folder."
+)
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8443).")
+@click.option("--workers", type=int, help="gunicorn worker processes (default: CPU count).")
+def serve(
+    dev: bool, data_dir: Path | None, host: str | None, port: int | None, workers: int | None
+) -> None:
+    """Run the gateway over HTTPS under gunicorn, from ROGATORY_* settings.
+
+    Refuses to start on missing or unsafe settings outside development mode.
+    """
+    with plain_errors():
+        from .app import prepare_settings
+        from .serve import GatewayServer
+        from .settings import load_settings
+
+        settings = load_settings()
+        changes: dict[str, Any] = {}
+        if dev:
+            changes["mode"] = "development"
+        if data_dir is not None:
+            changes["data_dir"] = data_dir
+        if host is not None:
+            changes["host"] = host
+        if port is not None:
+            changes["port"] = port
+        settings = prepare_settings(settings.replace(**changes) if changes else settings)
+    scheme = "http" if settings.plain_http else "https"
+    click.echo(f"gateway {settings.gateway_id} on {scheme}://{settings.host}:{settings.port}")
+    if settings.development:
+        click.echo(f"  demo API tokens: {settings.data_dir / 'tokens.txt'}")
+        click.echo(f"  trust anchor:    {settings.data_dir / 'pki' / 'root-ca.pem'}")
+    GatewayServer(settings, workers=workers).run()
+
+
 # Imported last: audit_cli reaches back for plain_errors. It is click only;
 # the audit services load inside each command.
 from .audit_cli import audit  # noqa: E402

@@ -1,0 +1,270 @@
+"""The HTTP API: authentication, then a service call, then the answer rendered.
+
+No business rule lives here. Every caller is an authority, authenticated by a
+bearer token or a TLS client certificate; an authority sees only messages it
+sent or received (others answer 404, so that ids do not leak).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography import x509
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
+
+from .authorities import Authority
+from .model import EvidenceType, IllegalTransition, Status
+from .retrieval import collect
+from .services import Services
+from .store import NotRecipient
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+CLIENT_CERT_ENVIRON = "rogatory.client_cert_der"
+CHUNK = 64 * 1024
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["rogatory"]
+    return found
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
+    """An RFC 9457 problem details answer."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+
+
+def _client_certificate() -> x509.Certificate | None:
+    der = request.environ.get(CLIENT_CERT_ENVIRON)
+    sock = request.environ.get("gunicorn.socket")
+    if der is None and sock is not None and hasattr(sock, "getpeercert"):
+        der = sock.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def _authenticate() -> Authority | None:
+    directory = services().directory
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return directory.authenticate_token(header.removeprefix("Bearer ").strip())
+    cert = _client_certificate()
+    return directory.authenticate_client_certificate(cert) if cert is not None else None
+
+
+@api.before_request
+def require_authority() -> Response | None:
+    authority = _authenticate()
+    if authority is None:
+        answer = problem(
+            401, "Unauthorized", "give a valid bearer token or a TLS client certificate"
+        )
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="rogatory"'
+        return answer
+    g.authority = authority
+    return None
+
+
+def _visible(message_id: str) -> bool:
+    authority: Authority = g.authority
+    return services().store.visible_to(message_id, authority.id)
+
+
+def _not_found(message_id: str) -> Response:
+    return problem(404, "Not Found", f"no message {message_id} for this authority")
+
+
+@api.post("/messages")
+def submit() -> Response:
+    s = services()
+    body = iter(lambda: request.stream.read(CHUNK), b"")
+    answer = s.intake.submit(g.authority, request.content_type or "", body, request.content_length)
+    s.maybe_checkpoint()
+    response = Response(answer.body, status=answer.status, content_type=answer.content_type)
+    response.headers.update(answer.headers)
+    return response
+
+
+def _message_json(message_id: str) -> dict[str, Any]:
+    store = services().store
+    message = store.message(message_id)
+    assert message is not None
+    return {
+        "message_id": message.message_id,
+        "direction": message.direction.value,
+        "sender": message.sender_id,
+        "recipient": message.recipient_id,
+        "conversation_id": message.conversation_id,
+        "kind": message.kind,
+        "request_type": message.request_type,
+        "status": message.status.value,
+        "envelope_sha256": message.envelope_sha256,
+        "created_at": message.created_at.isoformat(),
+        "history": [
+            {
+                "status": change.status.value,
+                "at": change.at.isoformat(),
+                "reason": change.reason,
+                "audit_index": change.audit_index,
+            }
+            for change in store.history(message_id)
+        ],
+        "attachments": [
+            {
+                "content_id": a.content_id,
+                "file_name": a.file_name,
+                "media_type": a.media_type,
+                "size": a.size,
+                "sha256": a.sha256,
+            }
+            for a in store.attachments(message_id)
+        ],
+        "evidences": [
+            {
+                "evidence_id": e.evidence_id,
+                "type": e.type.value,
+                "issued_at": e.issued_at.isoformat(),
+                "sha256": e.sha256,
+            }
+            for e in store.evidences(message_id)
+        ],
+    }
+
+
+@api.get("/messages/<message_id>")
+def message_status(message_id: str) -> Response:
+    if not _visible(message_id):
+        return _not_found(message_id)
+    return Response(json.dumps(_message_json(message_id)), mimetype="application/json")
+
+
+@api.get("/messages/<message_id>/evidences/<evidence_id>")
+def evidence(message_id: str, evidence_id: str) -> Response:
+    if not _visible(message_id):
+        return _not_found(message_id)
+    s = services()
+    for record in s.store.evidences(message_id):
+        if record.evidence_id == evidence_id:
+            return Response(s.blobs.read(record.sha256), mimetype="application/xml")
+    return problem(404, "Not Found", f"no evidence {evidence_id} for message {message_id}")
+
+
+def _stream_blob(sha256: str, media_type: str) -> Response:
+    blobs = services().blobs
+    chunks: Iterator[bytes] = blobs.open_chunks(sha256)
+    response = Response(stream_with_context(chunks), mimetype=media_type)
+    response.headers["Content-Length"] = str(blobs.size(sha256))
+    response.headers["Digest"] = f"sha-256={sha256}"
+    return response
+
+
+@api.get("/messages/<message_id>/envelope")
+def original_envelope(message_id: str) -> Response:
+    if not _visible(message_id):
+        return _not_found(message_id)
+    message = services().store.message(message_id)
+    assert message is not None
+    return _stream_blob(message.envelope_sha256, "application/xml")
+
+
+@api.get("/messages/<message_id>/attachments/<content_id>")
+def attachment(message_id: str, content_id: str) -> Response:
+    if not _visible(message_id):
+        return _not_found(message_id)
+    for record in services().store.attachments(message_id):
+        if record.content_id == content_id:
+            return _stream_blob(record.sha256, record.media_type)
+    return problem(404, "Not Found", f"no attachment {content_id} in message {message_id}")
+
+
+@api.get("/inbox")
+def inbox() -> Response:
+    authority: Authority = g.authority
+    after = request.args.get("after")
+    try:
+        limit = int(request.args.get("limit", "100"))
+        messages = services().store.inbox(authority.id, limit=limit, after=after)
+    except ValueError as exc:
+        return problem(400, "Bad Request", str(exc))
+    listed = [
+        {
+            "message_id": m.message_id,
+            "sender": m.sender_id,
+            "kind": m.kind,
+            "request_type": m.request_type,
+            "status": m.status.value,
+            "created_at": m.created_at.isoformat(),
+        }
+        for m in messages
+    ]
+    return Response(json.dumps({"messages": listed}), mimetype="application/json")
+
+
+@api.post("/messages/<message_id>/retrieval")
+def retrieve(message_id: str) -> Response:
+    """The recipient collects the message: a Retrieval evidence, status retrieved."""
+    if not _visible(message_id):
+        return _not_found(message_id)
+    s = services()
+    try:
+        evidence_xml = collect(
+            s.store, s.blobs, s.signer, s.intake.issuer, message_id, g.authority,
+            timestamper=s.timestamper,
+        )  # fmt: skip
+    except NotRecipient as exc:
+        return problem(403, "Forbidden", str(exc))
+    except IllegalTransition as exc:
+        return problem(409, "Conflict", f"the message cannot be collected now: {exc}")
+    s.maybe_checkpoint()
+    return Response(evidence_xml, status=200, mimetype="application/xml")
+
+
+@api.post("/verify")
+def verify() -> Response:
+    """Verify a posted document (XML or PDF) as ``rogatory verify`` would."""
+    from .verification import verify_document
+
+    limit = services().settings.max_envelope_bytes * 8
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        return problem(413, "Content Too Large", f"documents to verify are at most {limit} bytes")
+    report = verify_document(data, services().engine, path="request-body")
+    return Response(json.dumps({"documents": [report.to_json()]}), mimetype="application/json")
+
+
+@api.get("/audit/checkpoint")
+def latest_checkpoint() -> Response:
+    checkpoints = services().audit.checkpoints()
+    if not checkpoints:
+        return problem(404, "Not Found", "no checkpoint has been signed yet")
+    return Response(checkpoints[-1].to_note(), mimetype="text/plain")
+
+
+@api.get("/audit/entries/<int:index>/proof")
+def inclusion(index: int) -> Response:
+    audit = services().audit
+    size = request.args.get("size", type=int)
+    try:
+        proof = audit.inclusion_proof(index, size)
+    except (ValueError, LookupError) as exc:
+        return problem(400, "Bad Request", str(exc))
+    return Response(json.dumps(proof.to_json()), mimetype="application/json")
+
+
+@api.get("/audit/consistency")
+def consistency() -> Response:
+    audit = services().audit
+    old = request.args.get("old", type=int)
+    new = request.args.get("new", type=int)
+    if old is None:
+        return problem(400, "Bad Request", "give ?old=SIZE (and optionally &new=SIZE)")
+    try:
+        proof = audit.consistency_proof(old, new)
+    except (ValueError, LookupError) as exc:
+        return problem(400, "Bad Request", str(exc))
+    return Response(json.dumps(proof.to_json()), mimetype="application/json")
+
+
+__all__ = ["CLIENT_CERT_ENVIRON", "EvidenceType", "Status", "api", "problem"]

@@ -1,0 +1,78 @@
+"""One bootstrap: build the gateway's services from one Settings object.
+
+The web app, the CLI and (later) the worker call ``build_services`` and get
+the same store, audit log, trust engine, authority directory and intake.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from signing.keys import Signer, load_signer
+from signing.timestamp import HttpTimeStamper, TimeStamper
+from signing.trust import TrustEngine
+
+from .audit import AuditLog
+from .authorities import AuthorityDirectory
+from .blobs import BlobStore, FolderBlobStore, PostgresBlobStore
+from .db import Database
+from .intake import IntakeService
+from .settings import Settings, SettingsError
+from .store import MessageStore
+from .verification import build_engine
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    audit: AuditLog
+    store: MessageStore
+    engine: TrustEngine | None
+    directory: AuthorityDirectory
+    signer: Signer
+    timestamper: TimeStamper | None
+    intake: IntakeService
+
+    def maybe_checkpoint(self) -> None:
+        """Sign a checkpoint once ``audit_checkpoint_every`` entries have passed since the last."""
+        every = self.settings.audit_checkpoint_every
+        if every <= 0:
+            return
+        last = self.audit.checkpoints()
+        signed = last[-1].size if last else 0
+        if self.audit.size() - signed >= every:
+            self.audit.checkpoint(self.signer.key)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the database (migrating it), load keys and the directory, wire the intake."""
+    if settings.signing_key is None or settings.signing_cert is None:
+        raise SettingsError("the gateway needs a signing identity (signing_key, signing_cert)")
+    if settings.authorities_file is None:
+        raise SettingsError("the gateway needs an authorities_file")
+    db = Database.from_url(settings.database_url)
+    blobs: BlobStore = (
+        PostgresBlobStore(db) if db.dialect == "postgresql" else FolderBlobStore(settings.blob_dir)
+    )
+    audit = AuditLog(db, origin=settings.gateway_id or "rogatory")
+    store = MessageStore(db, blobs, audit, gateway_id=settings.gateway_id or "rogatory")
+    engine = build_engine(settings.trust_anchors, revocation=settings.revocation)
+    directory = AuthorityDirectory.load(settings.authorities_file)
+    signer = load_signer(
+        settings.signing_key.read_bytes(),
+        settings.signing_cert.read_bytes(),
+        [p.read_bytes() for p in settings.signing_chain],
+    )
+    timestamper = HttpTimeStamper(settings.tsa_url) if settings.tsa_url else None
+    intake = IntakeService(
+        store, blobs, engine, directory, signer, settings, timestamper=timestamper
+    )
+    return Services(
+        settings, db, blobs, audit, store, engine, directory, signer, timestamper, intake
+    )
