@@ -25,8 +25,7 @@ the written PDF and its signed copy).
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
@@ -35,12 +34,12 @@ from pyhanko.pdf_utils import embed, generic
 from pyhanko.pdf_utils.writer import PdfFileWriter
 
 from gateway import merkle
-from gateway.audit import JSON, AuditEntry, AuditLog, canonical_json
+from gateway.audit import AuditEntry, AuditLog
 from gateway.blobs import BlobStore
 from gateway.checkpoint import Checkpoint, format_time
-from gateway.record_layout import Line, add_text_pages, heading
+from gateway.record_layout import Line, add_text_pages, fields, heading, verdict_lines
 from gateway.store_queries import MessageReader
-from gateway.store_records import EvidenceRecord, StoreError, Verdict
+from gateway.store_records import EvidenceRecord, StoreError
 from schemas import EVIDENCE_NS
 from signing.errors import XMLInputError
 from signing.keys import Signer
@@ -130,7 +129,7 @@ def written_record(
         Line("under UNTOC art. 18(14) and the Second Additional Protocol to the European"),
         Line("Convention on Mutual Assistance in Criminal Matters, art. 4(9)."),
         *heading("1. Message"),
-        *_fields(
+        *fields(
             [
                 ("Message id", message.message_id),
                 ("Conversation id", message.conversation_id),
@@ -151,13 +150,14 @@ def written_record(
     ]
     for attachment, original in zip(attachments, att_files, strict=True):
         lines += _original_lines(original, embedded)
-        lines += _fields([("  content id", attachment.content_id),
-                          ("  media type", attachment.media_type),
-                          ("  size", f"{attachment.size} bytes")])  # fmt: skip
+        lines += fields([("  content id", attachment.content_id),
+                         ("  name in the manifest", attachment.file_name),
+                         ("  media type", attachment.media_type),
+                         ("  size", f"{attachment.size} bytes")])  # fmt: skip
     lines += heading("3. Verification verdicts recorded at intake")
-    lines += [Line("Envelope:"), *_verdict_lines(message.verdict)]
+    lines += [Line("Envelope:"), *verdict_lines(message.verdict)]
     for attachment in attachments:
-        lines += [Line(f"Attachment {attachment.content_id}:"), *_verdict_lines(attachment.verdict)]
+        lines += [Line(f"Attachment {attachment.content_id}:"), *verdict_lines(attachment.verdict)]
     lines += heading("4. Status history")
     for n, change in enumerate(history, start=1):
         reason = f" - reason: {change.reason}" if change.reason else ""
@@ -340,12 +340,12 @@ def _evidence_lines(
     lines = [
         Line(),
         Line(f"{evidence.type.value} {evidence.evidence_id}", heading=True),
-        *_fields([("  issued at", format_time(evidence.issued_at)),
+        *fields([("  issued at", format_time(evidence.issued_at)),
                   ("  SHA-256", evidence.sha256),
                   ("  about (SHA-256)", evidence.subject_sha256)]),
     ]  # fmt: skip
     issuer, reasons = _evidence_issuer(blobs, evidence.sha256)
-    lines += _fields([("  issuer", issuer)])
+    lines += fields([("  issuer", issuer)])
     lines += [Line(f"  reason: {reason}") for reason in reasons]
     lines.append(Line(f"  {embedded.where(original)}"))
     return lines
@@ -373,34 +373,6 @@ def _evidence_issuer(blobs: BlobStore, sha256: str) -> tuple[str, list[str]]:
 
 
 # ---- text --------------------------------------------------------------------------
-
-
-def _fields(pairs: Sequence[tuple[str, str | None]]) -> list[Line]:
-    width = max(len(label) for label, _ in pairs) + 2
-    return [
-        Line(f"{label + ':':<{width}}{'-' if value is None else value}") for label, value in pairs
-    ]
-
-
-def _verdict_lines(verdict: Verdict | None) -> list[Line]:
-    if verdict is None:
-        return [Line("  no verdict recorded")]
-    known = ("indication", "subindication", "reason")
-    main = " / ".join(str(verdict[k]) for k in known[:2] if verdict.get(k))
-    lines = [Line(f"  {main or 'no indication'}")]
-    if verdict.get("reason"):
-        lines.append(Line(f"  reason: {verdict['reason']}"))
-    for key, value in verdict.items():
-        if key not in known:
-            lines.append(Line(f"  {key}: {_json(value)}"))
-    return lines
-
-
-def _json(value: JSON) -> str:
-    try:
-        return canonical_json(value).decode("utf-8")
-    except Exception:  # a verdict is ours, but a record is never refused for its format
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _how_to_verify(message_id: str) -> list[Line]:

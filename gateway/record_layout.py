@@ -11,11 +11,14 @@ WinAnsiEncoding are written as ``\\u{XXXX}`` so that nothing is lost silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.writer import PageObject, PdfFileWriter
+
+from gateway.audit import JSON, canonical_json
 
 PAGE_WIDTH, PAGE_HEIGHT = 595.28, 841.89  # A4 in points
 MARGIN = 50.0
@@ -35,6 +38,34 @@ class Line:
 
 def heading(text: str) -> list[Line]:
     return [Line(), Line(text, heading=True), Line("=" * min(len(text), COLUMNS))]
+
+
+def fields(pairs: Sequence[tuple[str, str | None]]) -> list[Line]:
+    """Labelled values in one aligned column; a missing value is a dash."""
+    width = max(len(label) for label, _ in pairs) + 2
+    return [Line(f"{label + ':':<{width}}{'-' if v is None else v}") for label, v in pairs]
+
+
+def verdict_lines(verdict: Mapping[str, JSON] | None) -> list[Line]:
+    """A recorded verdict (``Verdict.to_json`` or a report): indication first, then the rest."""
+    if verdict is None:
+        return [Line("  no verdict recorded")]
+    known = ("indication", "subindication", "reason")
+    main = " / ".join(str(verdict[k]) for k in known[:2] if verdict.get(k))
+    lines = [Line(f"  {main or 'no indication'}")]
+    if verdict.get("reason"):
+        lines.append(Line(f"  reason: {verdict['reason']}"))
+    for key, value in verdict.items():
+        if key not in known:
+            lines.append(Line(f"  {key}: {_json(value)}"))
+    return lines
+
+
+def _json(value: JSON) -> str:
+    try:
+        return canonical_json(value).decode("utf-8")
+    except Exception:  # a record is never refused for the format of a stored verdict
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def escape_text(text: str) -> str:
@@ -62,6 +93,25 @@ def wrap(line: Line) -> Iterator[Line]:
     width = COLUMNS - len(indent)
     for start in range(0, len(rest), width):
         yield Line(indent + rest[start : start + width], line.heading)
+
+
+def paginate(lines: Sequence[Line]) -> list[list[Line]]:
+    """Cut lines into pages; a block (a heading and what follows it) that fits on a page
+    is not split across two."""
+    blocks: list[list[Line]] = []
+    for line in lines:
+        if not blocks or (line.heading and not blocks[-1][-1].heading):
+            blocks.append([])
+        blocks[-1].append(line)
+    pages: list[list[Line]] = [[]]
+    for block in blocks:
+        if pages[-1] and len(pages[-1]) + len(block) > ROWS and len(block) <= ROWS:
+            pages.append([])
+        for line in block:
+            if len(pages[-1]) == ROWS:
+                pages.append([])
+            pages[-1].append(line)
+    return pages
 
 
 def _show(text: str) -> bytes:
@@ -95,8 +145,7 @@ def _font(base: str) -> generic.DictionaryObject:
 
 def add_text_pages(writer: PdfFileWriter, lines: Sequence[Line], footer: str) -> int:
     """Write ``lines`` onto new pages, each with ``footer`` and its page number; return pages."""
-    wrapped = [piece for line in lines for piece in wrap(line)]
-    pages = [wrapped[start : start + ROWS] for start in range(0, len(wrapped), ROWS)] or [[]]
+    pages = paginate([piece for line in lines for piece in wrap(line)])
     fonts = generic.DictionaryObject(
         {
             generic.pdf_name("/FR"): writer.add_object(_font("/Courier")),

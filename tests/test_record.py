@@ -21,6 +21,7 @@ from gateway.evidence import GatewayRef, MessageRef, build_evidence, sign_eviden
 from gateway.model import Direction, EvidenceType, Status
 from gateway.pki import DevPKI, create_dev_pki
 from gateway.record import RecordError, written_record
+from gateway.record_layout import COLUMNS, ROWS, Line, escape_text, paginate, wrap
 from gateway.store import (
     Answer,
     AttachmentRecord,
@@ -233,6 +234,7 @@ def test_the_text_sets_out_ids_digests_statuses_and_evidences(
     for evidence in recorded.store.evidences(MESSAGE_ID):
         assert f"{evidence.type.value} {evidence.evidence_id}" in text
     assert "Pasarela Rogatory de España (gw-es, ES)" in text
+    assert "../../etc/Anexo ñ.bin" in text  # the manifest name, as the sender wrote it
     for needle in ("ES-MJ", "AR-MPF", "mutual-legal-assistance", "UNTOC art. 18", "TOTAL-PASSED"):
         assert needle in text
     assert "rogatory audit verify" in text and "rogatory verify" in text
@@ -314,3 +316,20 @@ def test_an_unknown_message_is_a_clear_error(recorded: Recorded, live: Live) -> 
             "nope", store=store, blobs=store.blobs, audit=store.audit, signer=live.gateway,
             gateway_name="gw",
         )  # fmt: skip
+
+
+# ---- layout ---------------------------------------------------------------------------
+
+
+def test_a_block_that_fits_on_a_page_is_not_split() -> None:
+    lines = [Line(f"filler {n}") for n in range(ROWS - 3)]
+    lines += [Line("Entry 1", heading=True), *(Line(f"hash {n}") for n in range(5))]
+    pages = paginate(lines)
+    assert [line.text for line in pages[1][:2]] == ["Entry 1", "hash 0"]
+    assert all(len(page) <= ROWS for page in paginate([Line("x")] * (3 * ROWS)))
+
+
+def test_text_outside_winansi_is_escaped_not_lost() -> None:
+    assert escape_text("Ἀθῆναι ñ") == "\\u{1F08}\\u{03B8}\\u{1FC6}\\u{03BD}\\u{03B1}\\u{03B9} ñ"
+    pieces = list(wrap(Line("x" * (COLUMNS + 10))))
+    assert [len(p.text) for p in pieces] == [COLUMNS, 4 + 10]
