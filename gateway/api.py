@@ -179,6 +179,28 @@ def attachment(message_id: str, content_id: str) -> Response:
     return problem(404, "Not Found", f"no attachment {content_id} in message {message_id}")
 
 
+@api.get("/messages/<message_id>/record")
+def written_record(message_id: str) -> Response:
+    """The signed PDF record of the message, with its originals embedded."""
+    if not _visible(message_id):
+        return _not_found(message_id)
+    from .record import written_record as make_record
+
+    s = services()
+    pdf = make_record(
+        message_id,
+        store=s.store,
+        blobs=s.blobs,
+        audit=s.audit,
+        signer=s.signer,
+        gateway_name=s.intake.issuer.name,
+        timestamper=s.timestamper,
+    )
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="record-{message_id}.pdf"'
+    return response
+
+
 @api.get("/inbox")
 def inbox() -> Response:
     authority: Authority = g.authority

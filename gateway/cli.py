@@ -319,6 +319,41 @@ def serve(
     GatewayServer(settings, workers=workers).run()
 
 
+@main.command()
+@click.argument("message_id")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the PDF here (default: record-ID.pdf).",
+)  # fmt: skip
+def record(message_id: str, output: Path | None) -> None:
+    """Write the signed written record (PDF) of message MESSAGE_ID from the local store.
+
+    Uses the gateway's settings (ROGATORY_*; development mode with --data as for serve).
+    """
+    with plain_errors():
+        from .app import prepare_settings
+        from .record import written_record
+        from .services import build_services
+        from .settings import load_settings
+
+        services = build_services(prepare_settings(load_settings()))
+        try:
+            pdf = written_record(
+                message_id,
+                store=services.store,
+                blobs=services.blobs,
+                audit=services.audit,
+                signer=services.signer,
+                gateway_name=services.intake.issuer.name,
+                timestamper=services.timestamper,
+            )
+        finally:
+            services.close()
+    target = output or Path(f"record-{message_id}.pdf")
+    target.write_bytes(pdf)
+    click.echo(f"written record of {message_id} -> {target}")
+
+
 # Imported last: audit_cli reaches back for plain_errors. It is click only;
 # the audit services load inside each command.
 from .audit_cli import audit  # noqa: E402

@@ -204,8 +204,6 @@ def _record(client: GatewayClient, message_id: str, steps: _Steps, data_dir: Pat
     from .pki import load_dev_pki
 
     reply = client.request("GET", f"/api/v1/messages/{message_id}/record")
-    if reply.status == 404 and b"record" not in reply.body:
-        return
     path = data_dir / f"record-{message_id}.pdf"
     path.write_bytes(reply.body)
     pki = load_dev_pki(data_dir / "gateway" / "pki")

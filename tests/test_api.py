@@ -103,6 +103,10 @@ def test_post_read_collect_and_audit(client, auth, signed):
     evidence = client.get(f"{location}/evidences/{evidence_id}", headers=auth("ES-MJ"))
     assert evidence.mimetype == "application/xml" and b"<ds:Signature" in evidence.data
 
+    record = client.get(f"{location}/record", headers=auth("ES-MJ"))
+    assert record.mimetype == "application/pdf" and record.data.startswith(b"%PDF-")
+    assert client.get(f"{location}/record", headers=auth("CO-FGN")).status_code == 404
+
     checkpoint = client.get("/api/v1/audit/checkpoint", headers=auth("ES-MJ"))
     assert checkpoint.status_code == 200
     index = final["history"][0]["audit_index"]

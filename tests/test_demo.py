@@ -14,4 +14,6 @@ def test_demo_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "demo complete: every step as expected" in proc.stdout
     assert "received -> accepted -> queued -> sending -> delivered -> retrieved" in proc.stdout
+    assert "the written record (a signed PDF with the originals embedded) ... ok" in proc.stdout
+    assert list((tmp_path / "data").glob("record-*.pdf"))
     assert "Traceback" not in proc.stdout + proc.stderr
