@@ -268,7 +268,7 @@ def test_refused_bodies_are_documented_problems(contract, auth, content_type, bo
     assert "SubmissionRejection" in refused.get_json()["evidence"]
 
 
-def test_a_bad_signature_and_missing_attachments_are_422(contract, auth, signed):
+def test_a_bad_signature_is_422(contract, auth, signed):
     tampered = _post(contract, auth, signed.replace(b"<Language>es", b"<Language>pt"))
     assert tampered.status_code == 422
 
@@ -292,7 +292,7 @@ def test_posting_as_another_authority_is_403(contract, auth, signed):
     assert _post(contract, auth, signed, authority="CO-FGN").status_code == 403
 
 
-def test_a_body_above_the_limit_is_413(tmp_path):
+def _post_too_much(tmp_path, url: str) -> None:
     settings = Settings(
         mode="development", data_dir=tmp_path / "d", max_body_bytes=1024, max_envelope_bytes=512
     )
@@ -301,12 +301,16 @@ def test_a_body_above_the_limit_is_413(tmp_path):
         contract = Contract(app, load_openapi())
         token = api_tests._tokens(tmp_path / "d")["ES-MJ"]
         response = contract.exchange(
-            "post", "/api/v1/messages", data=b"x" * 4096, content_type="application/xml",
+            "post", url, data=b"x" * 4096, content_type="application/xml",
             headers={"Authorization": f"Bearer {token}"},
         )  # fmt: skip
         assert response.status_code == 413
     finally:
         app.extensions["rogatory"].close()
+
+
+def test_a_body_above_the_limit_is_413(tmp_path):
+    _post_too_much(tmp_path, "/api/v1/messages")
 
 
 # ---- reading, collecting, audit ---------------------------------------------
@@ -393,3 +397,8 @@ def test_verify(contract, auth, signed):
 def test_out_of_range_queries_are_documented_400s(contract, auth, signed, url):
     _post(contract, auth, signed)
     assert contract.exchange("get", url, headers=auth("ES-MJ")).status_code == 400
+
+
+@pytest.mark.xfail(strict=True, reason="Flask's own 413 (MAX_CONTENT_LENGTH) is HTML, not problem")
+def test_a_document_to_verify_above_the_body_limit_is_a_problem(tmp_path):
+    _post_too_much(tmp_path, "/api/v1/verify")
