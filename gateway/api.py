@@ -7,18 +7,21 @@ sent or received (others answer 404, so that ids do not leak).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from cryptography import x509
 from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from werkzeug.exceptions import HTTPException
 
+from .audit import AuditError
 from .authorities import Authority
 from .model import EvidenceType, IllegalTransition, Status
 from .retrieval import collect
 from .services import Services
-from .store import NotRecipient
+from .store import NotRecipient, StoreError
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -31,10 +34,20 @@ def services() -> Services:
     return found
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
-    """An RFC 9457 problem details answer."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+def problem(
+    status: int, title: str, detail: str, *, code: str | None = None, **extra: Any
+) -> Response:
+    """An RFC 9457 problem details answer; ``code`` names it as the intake's problems are named."""
+    kind = f"urn:rogatory:problem:{code}" if code else "about:blank"
+    body = {"type": kind, "title": title, "status": status, "detail": detail, **extra}
     return Response(json.dumps(body), status=status, mimetype="application/problem+json")
+
+
+@api.app_errorhandler(HTTPException)
+def http_problem(error: HTTPException) -> Response:
+    """Flask's own refusals (404, 405, 413 ...) as problem+json, like every other answer."""
+    status = error.code or 500
+    return problem(status, error.name, error.description or error.name, code=f"http-{status}")
 
 
 def _client_certificate() -> x509.Certificate | None:
@@ -156,7 +169,10 @@ def _stream_blob(sha256: str, media_type: str) -> Response:
     chunks: Iterator[bytes] = blobs.open_chunks(sha256)
     response = Response(stream_with_context(chunks), mimetype=media_type)
     response.headers["Content-Length"] = str(blobs.size(sha256))
-    response.headers["Digest"] = f"sha-256={sha256}"
+    # RFC 9530: the digest of the bytes as stored, base64 between colons.
+    response.headers["Repr-Digest"] = (
+        f"sha-256=:{base64.b64encode(bytes.fromhex(sha256)).decode()}:"
+    )
     return response
 
 
@@ -208,8 +224,8 @@ def inbox() -> Response:
     try:
         limit = int(request.args.get("limit", "100"))
         messages = services().store.inbox(authority.id, limit=limit, after=after)
-    except ValueError as exc:
-        return problem(400, "Bad Request", str(exc))
+    except (ValueError, StoreError) as exc:
+        return problem(400, "Bad Request", str(exc), code="bad-query")
     listed = [
         {
             "message_id": m.message_id,
@@ -221,7 +237,10 @@ def inbox() -> Response:
         }
         for m in messages
     ]
-    return Response(json.dumps({"messages": listed}), mimetype="application/json")
+    page: dict[str, Any] = {"messages": listed}
+    if len(listed) == limit:  # there may be more: the next page starts after the last one
+        page["next"] = f"/api/v1/inbox?limit={limit}&after={listed[-1]['message_id']}"
+    return Response(json.dumps(page), mimetype="application/json")
 
 
 @api.post("/messages/<message_id>/retrieval")
@@ -270,8 +289,8 @@ def inclusion(index: int) -> Response:
     size = request.args.get("size", type=int)
     try:
         proof = audit.inclusion_proof(index, size)
-    except (ValueError, LookupError) as exc:
-        return problem(400, "Bad Request", str(exc))
+    except (ValueError, LookupError, AuditError) as exc:
+        return problem(400, "Bad Request", str(exc), code="bad-query")
     return Response(json.dumps(proof.to_json()), mimetype="application/json")
 
 
@@ -284,8 +303,8 @@ def consistency() -> Response:
         return problem(400, "Bad Request", "give ?old=SIZE (and optionally &new=SIZE)")
     try:
         proof = audit.consistency_proof(old, new)
-    except (ValueError, LookupError) as exc:
-        return problem(400, "Bad Request", str(exc))
+    except (ValueError, LookupError, AuditError) as exc:
+        return problem(400, "Bad Request", str(exc), code="bad-query")
     return Response(json.dumps(proof.to_json()), mimetype="application/json")
 
 

@@ -26,15 +26,17 @@ def prepare_settings(settings: Settings | None = None) -> Settings:
 def create_app(settings: Settings | None = None) -> Flask:
     """The gateway's WSGI application over services built from ``settings``."""
     from .api import api
+    from .openapi import docs
     from .services import build_services
 
     settings = prepare_settings(settings)
     services = build_services(settings)
-    app = Flask("rogatory")
+    app = Flask("rogatory", static_folder=None)
     # Attachments stream to the blob store; this bounds the whole request body.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["rogatory"] = services
     app.register_blueprint(api)
+    app.register_blueprint(docs)
 
     @app.get("/healthz")
     def health() -> Response:
