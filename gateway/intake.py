@@ -375,7 +375,9 @@ class IntakeService:
         body = problem_json(
             refusal, signed, message_id=message_id, submission_id=submission.submission_id
         )
-        answer = Answer(refusal.status, PROBLEM_JSON, body)
+        # A refusal that is not final (revocation data unreachable) invites a retry.
+        retry = {} if refusal.final else {"Retry-After": "60"}
+        answer = Answer(refusal.status, PROBLEM_JSON, body, retry)
         if refusal.code == "message-id-reused":
             return answer  # the id belongs to the first submission; audited in _replay
         envelope_sha256 = submission.envelope_sha256 or self.blobs.put(b"").sha256

@@ -769,7 +769,9 @@ def test_revocation_source_down_is_a_503_not_held_against_the_message_id(
     data = make_envelope(envelope, es_signer)
     with monkeypatch.context() as patch:
         patch.setattr(intake_module, "verify_envelope_for_intake", unreachable)
-        refused(post_xml(service, es, data), 503, "revocation-unavailable", engine)
+        later = post_xml(service, es, data)
+        refused(later, 503, "revocation-unavailable", engine)
+        assert later.headers["Retry-After"] == "60"
     accepted(post_xml(service, es, data), engine)
 
 
