@@ -6,16 +6,15 @@ No I/O beyond loading the schema, lazily and once per thread.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import cache
 from typing import Any, TypeVar
 
 from lxml import etree
 
 from gateway.profile import Problem, check_profile, element_path, parse_time, q
+from gateway.xsd import schema_for
 from schemas import ENVELOPE_NS, schema_path
 from signing.errors import InputError
 from signing.xmlparse import parse_xml
@@ -200,21 +199,9 @@ def check_envelope(data: bytes) -> tuple[Any, Envelope]:
 
 # ---- schema -----------------------------------------------------------------
 
-_per_thread = threading.local()
-
-
-@cache
-def _schema_bytes() -> bytes:
-    return schema_path().read_bytes()
-
 
 def _schema() -> Any:
-    # An lxml validator keeps its error log on the instance, so threads must not share one.
-    schema = getattr(_per_thread, "schema", None)
-    if schema is None:
-        schema = etree.XMLSchema(parse_xml(_schema_bytes()))
-        _per_thread.schema = schema
-    return schema
+    return schema_for(schema_path())
 
 
 # "Element '{ns}Person', attribute 'foo': The attribute 'foo' is not allowed."

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from lxml import etree
 
 from gateway.envelope import Envelope
 from gateway.model import EvidenceType
+from gateway.xsd import schema_for
 from schemas import EVIDENCE_NS, evidence_schema_path
 from signing.errors import InputError, XMLInputError
 from signing.keys import Signer
@@ -343,21 +343,10 @@ def _from_xml(root: Any) -> Evidence:
 
 # ---- schema -----------------------------------------------------------------
 
-_per_thread = threading.local()
-
 
 @cache
-def _schema_bytes() -> bytes:
-    return evidence_schema_path().read_bytes()
-
-
 def _schema() -> Any:
-    # An lxml validator keeps its error log on the instance, so threads must not share one.
-    schema = getattr(_per_thread, "schema", None)
-    if schema is None:
-        schema = etree.XMLSchema(parse_xml(_schema_bytes()))
-        _per_thread.schema = schema
-    return schema
+    return schema_for(evidence_schema_path())
 
 
 def _schema_problems(root: Any) -> list[str]:
