@@ -22,7 +22,6 @@ from typing import BinaryIO
 
 from gateway.authorities import Authority, AuthorityDirectory
 from gateway.blobs import BlobStore, BlobTooLarge
-from gateway.envelope import Envelope
 from gateway.evidence import EvidenceReason, GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import (
     MAX_PDF_VERIFY_BYTES,
@@ -286,11 +285,16 @@ class IntakeService:
         envelope = submission.envelope
         assert envelope is not None and submission.envelope_bytes is not None
         message_ref = MessageRef.of_envelope(envelope, submission.envelope_bytes)
-        evidence = build_evidence(
-            EvidenceType.SUBMISSION_ACCEPTANCE, message_ref, self.issuer, clock=self.clock
-        )
-        signed = sign_evidence(evidence, self.signer, timestamper=self.timestamper)
-        evidence_blob = self.blobs.put(signed)
+        acceptance, signed = self._evidence(EvidenceType.SUBMISSION_ACCEPTANCE, message_ref)
+        evidences = [acceptance]
+        then: tuple[Status, ...] = ()
+        if self.directory.get(envelope.recipient.id) is not None:
+            # The recipient is one of ours: it is delivered in the same transaction
+            # (queued, sending, delivered, with a Delivery evidence), so one commit
+            # makes the acceptance and the delivery durable together.
+            delivery, _ = self._evidence(EvidenceType.DELIVERY, message_ref)
+            evidences.append(delivery)
+            then = (Status.QUEUED, Status.SENDING, Status.DELIVERED)
         record = SubmissionRecord(
             authority_id=submission.authority.id,
             envelope_sha256=message_ref.sha256_hex,
@@ -299,46 +303,29 @@ class IntakeService:
             message=message_record(submission, envelope),
             status=Status.ACCEPTED,
             attachments=attachment_records(submission, envelope),
-            evidences=(
-                EvidenceRecord(
-                    evidence.evidence_id, evidence.type, evidence.event_time,
-                    evidence_blob.sha256, message_ref.sha256_hex,
-                ),
-            ),
-        )  # fmt: skip
+            evidences=tuple(evidences),
+            then=then,
+        )
         try:
             outcome = self.store.record_submission(record)
         except MessageIdTaken as exc:
             raise id_taken(envelope.message_id, str(exc)) from None
         if outcome.replayed:  # a concurrent post of the same id got there first
             return self._replay(submission, outcome.first)
-        if self.directory.get(envelope.recipient.id) is not None:
-            self._deliver_locally(envelope, message_ref)
         return from_stored(outcome.first.answer, envelope.message_id)
 
-    def _deliver_locally(self, envelope: Envelope, message_ref: MessageRef) -> None:
-        """The recipient is one of ours: queued, sending, delivered, with a Delivery evidence.
-
-        The acceptance is durable already; a failure here leaves the message in
-        a state an operator sees, and the submitter still gets its acceptance.
-        """
-        actor = self.store.gateway_id
-        try:
-            for status in (Status.QUEUED, Status.SENDING, Status.DELIVERED):
-                self.store.transition(envelope.message_id, status, actor=actor)
-            evidence = build_evidence(
-                EvidenceType.DELIVERY, message_ref, self.issuer, clock=self.clock
-            )
-            signed = self.blobs.put(
-                sign_evidence(evidence, self.signer, timestamper=self.timestamper)
-            )
-            record = EvidenceRecord(
-                evidence.evidence_id, evidence.type, evidence.event_time, signed.sha256,
-                message_ref.sha256_hex,
-            )  # fmt: skip
-            self.store.add_evidence(envelope.message_id, record, actor=actor)
-        except Exception:
-            log.exception("local delivery of %s stopped part way", envelope.message_id)
+    def _evidence(
+        self, kind: EvidenceType, message_ref: MessageRef
+    ) -> tuple[EvidenceRecord, bytes]:
+        """A signed evidence of ``kind``, stored as a blob; its record and its bytes."""
+        evidence = build_evidence(kind, message_ref, self.issuer, clock=self.clock)
+        signed = sign_evidence(evidence, self.signer, timestamper=self.timestamper)
+        blob = self.blobs.put(signed)
+        record = EvidenceRecord(
+            evidence.evidence_id, evidence.type, evidence.event_time, blob.sha256,
+            message_ref.sha256_hex,
+        )  # fmt: skip
+        return record, signed
 
     def _replay(self, submission: Submission, first: FirstAnswer) -> Answer:
         if first.envelope_sha256 == submission.envelope_sha256:

@@ -10,6 +10,8 @@ be there before a record names them.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -137,7 +139,9 @@ class MessageStore(MessageReader):
                 raise StoreError("the submission and its message name different message ids")
             if message.envelope_sha256 != submission.envelope_sha256:
                 raise StoreError("the submission and its message name different envelopes")
-            check_transition(message.direction, Status.RECEIVED, submission.status)
+            steps = (Status.RECEIVED, submission.status, *submission.then)
+            for current, new in itertools.pairwise(steps):
+                check_transition(message.direction, current, new)
         digests = [submission.envelope_sha256]
         digests += [a.sha256 for a in submission.attachments]
         digests += [e.sha256 for e in submission.evidences]
@@ -264,6 +268,11 @@ class MessageStore(MessageReader):
             now, now,
         )  # fmt: skip
         self._move(connection, stored, submission.status, submission.reason, self.gateway_id)
+        current = submission.status
+        for status in submission.then:
+            moving = dataclasses.replace(stored, status=current)
+            self._move(connection, moving, status, None, self.gateway_id)
+            current = status
         for evidence in submission.evidences:
             self._insert_evidence(connection, message.message_id, evidence, self.gateway_id)
 

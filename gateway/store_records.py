@@ -116,8 +116,9 @@ class SubmissionRecord:
     """One submission and the answer intake gives it, to record in one transaction.
 
     ``message`` is set when the envelope's message id could be read (the
-    message is then stored, going from received to ``status``); otherwise
-    only the submission and its answer are kept.
+    message is then stored, going from received to ``status``, then through
+    ``then`` in order: local delivery is recorded in the same transaction);
+    otherwise only the submission and its answer are kept.
     """
 
     authority_id: str
@@ -129,6 +130,7 @@ class SubmissionRecord:
     reason: str | None = None
     attachments: tuple[AttachmentRecord, ...] = ()
     evidences: tuple[EvidenceRecord, ...] = ()
+    then: tuple[Status, ...] = ()
 
 
 @dataclass(frozen=True)
