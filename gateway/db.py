@@ -9,9 +9,12 @@ and, on PostgreSQL, machines.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -80,10 +83,53 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+class _SqliteWriterGate:
+    """One SQLite writer at a time across threads and processes, waiting in the kernel.
+
+    SQLite's own busy handler makes a waiting writer sleep with back-off (up to
+    100 ms a try), so contended writers leave the lock idle between holders. A
+    thread lock plus ``flock`` on a file beside the database hands the lock on
+    at once; the kernel drops a dead process's ``flock``.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.path = f"{database}-writer.lock"
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._threads:
+            if self._pid != os.getpid():  # a forked worker opens its own descriptor
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+            assert self._fd is not None
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_GATES: dict[str, _SqliteWriterGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _writer_gate(engine: Engine) -> AbstractContextManager[None]:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return nullcontext()
+    path = os.path.abspath(database)
+    with _GATES_LOCK:
+        gate = _GATES.get(path) or _GATES.setdefault(path, _SqliteWriterGate(path))
+    return gate.held()
+
+
 @contextmanager
 def write_transaction(engine: Engine, lock: str = WRITER_LOCK) -> Iterator[Connection]:
     """A transaction that holds the writer lock from its first statement to its commit."""
-    with engine.connect() as connection:
+    with _writer_gate(engine), engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             connection.execution_options(rogatory_sqlite_begin="IMMEDIATE")
         with connection.begin():
