@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,6 +219,54 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_BATCH_KEY = "rogatory.audit_batch"
+
+
+class _Batch:
+    """Entries appended in one transaction, held until ``flush``."""
+
+    def __init__(self, log: AuditLog, connection: Connection) -> None:
+        self.log = log
+        self.connection = connection
+        head = connection.execute(
+            sa.select(head_table).where(head_table.c.id == 1).with_for_update()
+        ).one()
+        self.start = self.size = int(head.size)
+        self.root_hash = bytes(head.root_hash)
+        self.frontier = merkle.Frontier.from_bytes(self.size, head.frontier)
+        self.entries: list[dict[str, Any]] = []
+        self.nodes: list[dict[str, Any]] = []
+
+    def append(self, event: AuditEvent) -> AuditEntryRef:
+        index = self.size
+        encoded = encode_entry(index, self.log._clock(), event, self.root_hash)
+        leaf = merkle.leaf_hash(encoded)
+        completed = self.frontier.append(leaf)
+        self.entries.append(
+            {"idx": index, "leaf_hash": leaf, "entry": encoded, "kind": event.kind,
+             "message_id": event.message_id}
+        )  # fmt: skip
+        self.nodes += [{"level": lv, "idx": i, "hash": h} for lv, i, h in completed]
+        self.size += 1
+        self.root_hash = self.frontier.root()
+        return AuditEntryRef(index, leaf)
+
+    def flush(self) -> None:
+        if not self.entries:
+            return
+        self.connection.execute(entries_table.insert(), self.entries)
+        if self.nodes:
+            self.connection.execute(nodes_table.insert(), self.nodes)
+        moved = self.connection.execute(
+            head_table.update()
+            .where(head_table.c.id == 1, head_table.c.size == self.start)
+            .values(size=self.size, root_hash=self.root_hash, frontier=self.frontier.to_bytes())
+        )
+        if moved.rowcount != 1:
+            # Only a writer that bypassed begin_write() can get here; refuse to fork.
+            raise AuditError("the audit log grew under this append; use Database.begin_write()")
+
+
 class AuditLog:
     """The append-only log over a ``Database``; appends are serialized by its writer lock."""
 
@@ -233,39 +282,34 @@ class AuditLog:
 
         Pass ``connection`` (from ``db.begin_write()``) to log in the caller's
         transaction, so the event and what it records commit or vanish together.
+        Inside ``batch(connection)`` the entry is written with the batch.
         """
         if connection is not None:
-            return self._append(connection, event)
-        with self.db.begin_write() as own:
-            return self._append(own, event)
+            pending = connection.info.get(_BATCH_KEY)
+            if isinstance(pending, _Batch):
+                return pending.append(event)
+            with self.batch(connection) as one:
+                return one.append(event)
+        with self.db.begin_write() as own, self.batch(own) as one:
+            return one.append(event)
 
-    def _append(self, connection: Connection, event: AuditEvent) -> AuditEntryRef:
-        head = connection.execute(
-            sa.select(head_table).where(head_table.c.id == 1).with_for_update()
-        ).one()
-        index = head.size
-        encoded = encode_entry(index, self._clock(), event, head.root_hash)
-        leaf = merkle.leaf_hash(encoded)
-        frontier = merkle.Frontier.from_bytes(index, head.frontier)
-        completed = frontier.append(leaf)
-        connection.execute(
-            entries_table.insert().values(
-                idx=index, leaf_hash=leaf, entry=encoded, kind=event.kind,
-                message_id=event.message_id,
-            )
-        )  # fmt: skip
-        if completed:
-            rows = [{"level": lv, "idx": i, "hash": h} for lv, i, h in completed]
-            connection.execute(nodes_table.insert(), rows)
-        moved = connection.execute(
-            head_table.update()
-            .where(head_table.c.id == 1, head_table.c.size == index)
-            .values(size=index + 1, root_hash=frontier.root(), frontier=frontier.to_bytes())
-        )
-        if moved.rowcount != 1:
-            # Only a writer that bypassed begin_write() can get here; refuse to fork.
-            raise AuditError("the audit log grew under this append; use Database.begin_write()")
-        return AuditEntryRef(index, leaf)
+    @contextmanager
+    def batch(self, connection: Connection) -> Iterator[_Batch]:
+        """Appends inside the caller's write transaction, written together at the end.
+
+        The head is read once and written once, and entries and nodes go in one
+        statement each: a message's several entries cost a few statements, not
+        a few per entry. Indexes and leaf hashes are known at each append.
+        """
+        if _BATCH_KEY in connection.info:
+            raise AuditError("an audit batch is already open on this connection")
+        pending = _Batch(self, connection)
+        connection.info[_BATCH_KEY] = pending
+        try:
+            yield pending
+            pending.flush()
+        finally:
+            del connection.info[_BATCH_KEY]
 
     def size(self) -> int:
         with self.db.begin_read() as connection:

@@ -239,7 +239,9 @@ class IntakeService:
         return None
 
     def _verify(self, submission: Submission, data: bytes) -> None:
-        verified = verify_envelope_for_intake(data, self.engine, path="envelope", at=self.clock())
+        # Validation at "now" (at=None): revocation data may be fetched, and the
+        # trust engine may reuse a fresh chain result; a fixed time allows neither.
+        verified = verify_envelope_for_intake(data, self.engine, path="envelope")
         report = verified.report
         submission.verdict = report.verdict.to_json() | {
             "signer": report.signatures[0].signer if report.signatures else None
@@ -273,7 +275,7 @@ class IntakeService:
         if not issues:
             pdf_issues = check_pdfs(
                 envelope.attachments, submission.received, self.blobs, self.engine,
-                at=self.clock(), max_pdf_bytes=self.max_pdf_verify_bytes,
+                at=None, max_pdf_bytes=self.max_pdf_verify_bytes,
             )  # fmt: skip
             issues += pdf_issues
         if issues:

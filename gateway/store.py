@@ -81,7 +81,7 @@ class MessageStore(MessageReader):
         """
         self._check_submission(submission)
         try:
-            with self.db.begin_write() as connection:
+            with self.db.begin_write() as connection, self.audit.batch(connection):
                 earlier = self._replay(connection, submission)
                 if earlier is not None:
                     return earlier
@@ -118,7 +118,7 @@ class MessageStore(MessageReader):
         if evidence.type is not EvidenceType.RETRIEVAL:
             raise StoreError(f"a retrieval is proven by a Retrieval evidence, not {evidence.type}")
         self._require_blobs([evidence.sha256])
-        with self.db.begin_write() as connection:
+        with self.db.begin_write() as connection, self.audit.batch(connection):
             message = self._message(connection, message_id)
             if message.recipient_id != authority_id:
                 raise NotRecipient(f"{authority_id} is not the recipient of {message_id}")
