@@ -19,7 +19,6 @@ from werkzeug.exceptions import HTTPException
 from .audit import AuditError
 from .authorities import Authority
 from .model import EvidenceType, IllegalTransition, Status
-from .retrieval import collect
 from .services import Services
 from .store import NotRecipient, StoreError
 
@@ -200,19 +199,7 @@ def written_record(message_id: str) -> Response:
     """The signed PDF record of the message, with its originals embedded."""
     if not _visible(message_id):
         return _not_found(message_id)
-    from .record import written_record as make_record
-
-    s = services()
-    pdf = make_record(
-        message_id,
-        store=s.store,
-        blobs=s.blobs,
-        audit=s.audit,
-        signer=s.signer,
-        gateway_name=s.intake.issuer.name,
-        timestamper=s.timestamper,
-    )
-    response = Response(pdf, mimetype="application/pdf")
+    response = Response(services().written_record(message_id), mimetype="application/pdf")
     response.headers["Content-Disposition"] = f'attachment; filename="record-{message_id}.pdf"'
     return response
 
@@ -250,10 +237,7 @@ def retrieve(message_id: str) -> Response:
         return _not_found(message_id)
     s = services()
     try:
-        evidence_xml = collect(
-            s.store, s.blobs, s.signer, s.intake.issuer, message_id, g.authority,
-            timestamper=s.timestamper,
-        )  # fmt: skip
+        evidence_xml = s.collect(message_id, g.authority)
     except NotRecipient as exc:
         return problem(403, "Forbidden", str(exc))
     except IllegalTransition as exc:

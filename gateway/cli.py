@@ -332,21 +332,12 @@ def record(message_id: str, output: Path | None) -> None:
     """
     with plain_errors():
         from .app import prepare_settings
-        from .record import written_record
         from .services import build_services
         from .settings import load_settings
 
         services = build_services(prepare_settings(load_settings()))
         try:
-            pdf = written_record(
-                message_id,
-                store=services.store,
-                blobs=services.blobs,
-                audit=services.audit,
-                signer=services.signer,
-                gateway_name=services.intake.issuer.name,
-                timestamper=services.timestamper,
-            )
+            pdf = services.written_record(message_id)
         finally:
             services.close()
     target = output or Path(f"record-{message_id}.pdf")

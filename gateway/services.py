@@ -14,7 +14,7 @@ from signing.timestamp import HttpTimeStamper, TimeStamper
 from signing.trust import TrustEngine
 
 from .audit import AuditLog
-from .authorities import AuthorityDirectory
+from .authorities import Authority, AuthorityDirectory
 from .blobs import BlobStore, FolderBlobStore, PostgresBlobStore
 from .db import Database
 from .intake import IntakeService
@@ -45,6 +45,29 @@ class Services:
         signed = last[-1].size if last else 0
         if self.audit.size() - signed >= every:
             self.audit.checkpoint(self.signer.key)
+
+    def written_record(self, message_id: str) -> bytes:
+        """The signed PDF record of a stored message (see gateway.record)."""
+        from .record import written_record
+
+        return written_record(
+            message_id,
+            store=self.store,
+            blobs=self.blobs,
+            audit=self.audit,
+            signer=self.signer,
+            gateway_name=self.intake.issuer.name,
+            timestamper=self.timestamper,
+        )
+
+    def collect(self, message_id: str, authority: Authority) -> bytes:
+        """The recipient takes the message; the signed Retrieval evidence."""
+        from .retrieval import collect
+
+        return collect(
+            self.store, self.blobs, self.signer, self.intake.issuer, message_id, authority,
+            timestamper=self.timestamper,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.db.dispose()
