@@ -307,6 +307,7 @@ class IntakeService:
             attachments=attachment_records(submission, envelope),
             evidences=tuple(evidences),
             then=then,
+            submission_id=submission.submission_id,
         )
         try:
             outcome = self.store.record_submission(record)
@@ -390,6 +391,7 @@ class IntakeService:
                     evidence_blob.sha256, envelope_sha256,
                 ),
             ),
+            submission_id=submission.submission_id,
         )  # fmt: skip
         try:
             outcome = self.store.record_submission(record)

@@ -171,7 +171,7 @@ class MessageStore(MessageReader):
             raise MessageIdTaken(f"message id {message.message_id!r} is already taken")
         now = self._clock()
         first = FirstAnswer(
-            submission_id=str(uuid.uuid4()),
+            submission_id=submission.submission_id or str(uuid.uuid4()),
             authority_id=submission.authority_id,
             message_id=submission.message_id,
             envelope_sha256=submission.envelope_sha256,

@@ -131,6 +131,8 @@ class SubmissionRecord:
     attachments: tuple[AttachmentRecord, ...] = ()
     evidences: tuple[EvidenceRecord, ...] = ()
     then: tuple[Status, ...] = ()
+    # The id the intake already named in its answer and evidence; fresh when None.
+    submission_id: str | None = None
 
 
 @dataclass(frozen=True)

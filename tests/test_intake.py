@@ -566,6 +566,10 @@ def test_replay_of_a_refused_message_gets_the_same_refusal(
     first = post_xml(service, es, data)
     refused(first, 422, "attachment-missing", engine)
     assert post_xml(service, es, data) == first
+    # The submission id the answer names is the one the store keeps.
+    stored = service.store.first_answer(es.id, message_id_of(data))
+    assert stored is not None
+    assert stored.submission_id == json.loads(first.body)["submission_id"]
 
 
 def test_replay_with_different_content_is_a_conflict_and_audited(
