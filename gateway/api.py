@@ -184,7 +184,7 @@ def original_envelope(message_id: str) -> Response:
     return _stream_blob(message.envelope_sha256, "application/xml")
 
 
-@api.get("/messages/<message_id>/attachments/<content_id>")
+@api.get("/messages/<message_id>/attachments/<path:content_id>")
 def attachment(message_id: str, content_id: str) -> Response:
     if not _visible(message_id):
         return _not_found(message_id)

@@ -53,6 +53,7 @@ from gateway.intake_records import (
 )
 from gateway.model import EvidenceType, Status
 from gateway.multipart import (
+    BOUNDARY_SYNTAX,
     MultipartCutShort,
     MultipartError,
     TooManyParts,
@@ -182,6 +183,11 @@ class IntakeService:
         boundary = params.get("boundary")
         if not boundary:
             raise malformed_multipart("the multipart/related Content-Type has no boundary")
+        if not BOUNDARY_SYNTAX.match(boundary):
+            raise malformed_multipart(
+                "the multipart boundary must be 1 to 70 letters, digits or '()+_,-./:=? "
+                "and must not end with a space (RFC 2046)"
+            )
         start = params.get("start", "").strip().removeprefix("<").removesuffix(">") or None
         limits = self.settings
         try:
@@ -229,7 +235,9 @@ class IntakeService:
             unsigned = parse_xml(data)
         except XMLInputError as exc:
             raise Refused.one(400, "malformed-xml", "Malformed XML", str(exc)) from None
-        message_id = (unsigned.findtext(_MESSAGE_ID) or "").strip()
+        # The whole text of the element: a comment inside it does not hide the id.
+        element = unsigned.find(_MESSAGE_ID)
+        message_id = "".join(map(str, element.itertext())).strip() if element is not None else ""
         submission.message_id = message_id if _UUID.match(message_id) else None
         if submission.message_id is not None:
             first = self.store.first_answer(submission.authority.id, submission.message_id)
@@ -249,6 +257,8 @@ class IntakeService:
         if not report.verdict.ok or verified.envelope is None:
             raise verdict_issues(report, verified.problems)
         envelope = verified.envelope
+        # From here on the message id is the signed one, not the peeked one.
+        submission.message_id = envelope.message_id
         authority = submission.authority
         if envelope.sender.id != authority.id:
             raise Refused.one(
@@ -333,11 +343,10 @@ class IntakeService:
     def _replay(self, submission: Submission, first: FirstAnswer) -> Answer:
         if first.envelope_sha256 == submission.envelope_sha256:
             return from_stored(first.answer, first.message_id)
-        assert submission.message_id is not None
         self.store.audit.append(
             conflict_event(submission, first.envelope_sha256, first.submission_id)
         )
-        raise id_taken(submission.message_id, "")
+        raise id_taken(submission.message_id or first.message_id or "", "")
 
     def _refuse(self, submission: Submission, refusal: Refused) -> Answer:
         """Sign a SubmissionRejection, record it (if final, under the message id), answer."""
@@ -368,11 +377,10 @@ class IntakeService:
         # A refusal that is not final (revocation data unreachable) invites a retry.
         retry = {} if refusal.final else {"Retry-After": "60"}
         answer = Answer(refusal.status, PROBLEM_JSON, body, retry)
-        if refusal.code == "message-id-reused":
-            return answer  # the id belongs to the first submission; audited in _replay
         envelope_sha256 = submission.envelope_sha256 or self.blobs.put(b"").sha256
         # A message row exists only for an envelope whose signed content named this
-        # authority as sender and signer; before that, only the submission is kept.
+        # authority as sender and signer; before that, only the submission is kept
+        # (so is a refusal of a message id that belongs to another submission).
         envelope = submission.envelope if final else None
         record = SubmissionRecord(
             authority_id=submission.authority.id,

@@ -28,6 +28,9 @@ MAX_PDF_VERIFY_BYTES = 32 * 1024 * 1024
 PROBLEM_TYPE = "urn:rogatory:problem:"
 
 
+MAX_DETAIL = 1000
+
+
 @dataclass(frozen=True)
 class Issue:
     """One problem with a submission: a stable code, a sentence, and where (if known)."""
@@ -35,6 +38,14 @@ class Issue:
     code: str
     detail: str
     path: str | None = None
+
+    def __post_init__(self) -> None:
+        # Details quote what the sender sent (content ids, media types): bounded, so
+        # a long one cannot push the signed rejection past the evidence schema.
+        for name, limit in (("detail", MAX_DETAIL), ("path", MAX_DETAIL // 2)):
+            value = getattr(self, name)
+            if value is not None and len(value) > limit:
+                object.__setattr__(self, name, value[: limit - 1] + "…")
 
     @property
     def text(self) -> str:
@@ -250,6 +261,17 @@ def check_attachments(
     return issues
 
 
+def _looks_like_pdf(blobs: BlobStore, blob: BlobRef) -> bool:
+    """A PDF header in the first KiB, where readers look for it."""
+    chunks = blobs.open_chunks(blob.sha256, chunk_size=1024)
+    try:
+        return b"%PDF-" in next(chunks, b"")
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:  # a generator over an open file: close it now
+            close()
+
+
 def check_pdfs(
     manifest: Sequence[AttachmentRef],
     received: Mapping[str, BlobRef],
@@ -259,14 +281,19 @@ def check_pdfs(
     at: datetime | None = None,
     max_pdf_bytes: int = MAX_PDF_VERIFY_BYTES,
 ) -> list[Issue]:
-    """Each attached PDF (application/pdf in the manifest) must verify TOTAL-PASSED."""
+    """Each attached PDF must verify TOTAL-PASSED.
+
+    A PDF is known by its bytes as well as by its label: an unsigned PDF
+    declared ``application/octet-stream`` is still a PDF a clerk will open.
+    """
     from signing.pades_verify import verify_pdf
 
     issues: list[Issue] = []
     for ref in manifest:
-        if ref.media_type.strip().lower() != "application/pdf":
-            continue
         blob = received[manifest_key(ref)]
+        labelled = ref.media_type.strip().lower() == "application/pdf"
+        if not labelled and not _looks_like_pdf(blobs, blob):
+            continue
         path = manifest_path(ref)
         if blob.size > max_pdf_bytes:
             issues.append(

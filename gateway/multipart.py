@@ -44,7 +44,8 @@ _PARAM = re.compile(
 )
 _MEDIA_TYPE = re.compile(rf"\s*(?P<type>{_TOKEN}/{_TOKEN})\s*")
 # RFC 2046 bchars: 1 to 70 of them, not ending with a space.
-_BOUNDARY = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
+MAX_CONTENT_ID = 255
+BOUNDARY_SYNTAX = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$")
 _HEADER_NAME = re.compile(rf"^{_TOKEN}$")
 
 
@@ -88,7 +89,7 @@ def related_boundary(content_type: str) -> str:
     boundary = params.get("boundary")
     if not boundary:
         raise MultipartError("the multipart/related Content-Type has no boundary parameter")
-    if not _BOUNDARY.match(boundary):
+    if not BOUNDARY_SYNTAX.match(boundary):
         raise MultipartError(
             "the multipart boundary must be 1 to 70 letters, digits or '()+_,-./:=? "
             "and must not end with a space (RFC 2046)"
@@ -250,6 +251,12 @@ class _Parser:
         content_id = raw_id[1:-1] if raw_id.startswith("<") and raw_id.endswith(">") else raw_id
         if not content_id:
             raise MultipartError(f"part {index + 1} has an empty Content-ID")
+        if len(content_id) > MAX_CONTENT_ID:
+            # It names the part in the store, as the signed manifest's ContentId does.
+            raise MultipartError(
+                f"part {index + 1} has a Content-ID of {len(content_id)} characters; "
+                f"at most {MAX_CONTENT_ID} are accepted"
+            )
         if content_id in seen:
             raise MultipartError(f"two parts have the Content-ID <{content_id}>")
         seen.add(content_id)

@@ -51,10 +51,16 @@ class MessageReader:
         return None if row is None else message_from(row)
 
     def visible_to(self, message_id: str, authority_id: str) -> bool:
-        """An authority sees only the messages it sent or that are addressed to it."""
+        """An authority sees only the messages it sent or that are addressed to it.
+
+        A rejected message was never handed on: only its sender sees it.
+        """
         mine = sa.or_(
             messages_table.c.sender_id == authority_id,
-            messages_table.c.recipient_id == authority_id,
+            sa.and_(
+                messages_table.c.recipient_id == authority_id,
+                messages_table.c.status != Status.REJECTED.value,
+            ),
         )
         query = sa.select(messages_table.c.message_id).where(
             messages_table.c.message_id == message_id, mine
@@ -142,9 +148,10 @@ class MessageReader:
         order = (messages_table.c.created_at, messages_table.c.message_id)
         query = sa.select(messages_table).where(where)
         if after is not None:
+            # Within the same selection: a page never reveals another's message.
             last = (
                 sa.select(messages_table.c.created_at)
-                .where(messages_table.c.message_id == after)
+                .where(messages_table.c.message_id == after, where)
                 .scalar_subquery()
             )
             query = query.where(sa.tuple_(*order) > sa.tuple_(last, sa.literal(after)))
