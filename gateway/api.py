@@ -261,10 +261,10 @@ def verify() -> Response:
 
 @api.get("/audit/checkpoint")
 def latest_checkpoint() -> Response:
-    checkpoints = services().audit.checkpoints()
-    if not checkpoints:
+    latest = services().audit.latest_checkpoint()
+    if latest is None:
         return problem(404, "Not Found", "no checkpoint has been signed yet")
-    return Response(checkpoints[-1].to_note(), mimetype="text/plain")
+    return Response(latest.to_note(), mimetype="text/plain")
 
 
 @api.get("/audit/entries/<int:index>/proof")

@@ -352,6 +352,13 @@ class AuditLog:
     def checkpoints(self) -> list[Checkpoint]:
         return [parse_checkpoint(note) for note in self.notes(None)]
 
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, read alone (the list grows with the log)."""
+        query = sa.select(checkpoints_table.c.note).order_by(checkpoints_table.c.id.desc()).limit(1)
+        with self.db.begin_read() as connection:
+            note = connection.execute(query).scalar_one_or_none()
+        return None if note is None else parse_checkpoint(note)
+
     def inclusion_proof(self, index: int, size: int | None = None) -> merkle.InclusionProof:
         with self.db.begin_read() as connection:
             size = self.current_size(connection, size)

@@ -41,8 +41,8 @@ class Services:
         every = self.settings.audit_checkpoint_every
         if every <= 0:
             return
-        last = self.audit.checkpoints()
-        signed = last[-1].size if last else 0
+        last = self.audit.latest_checkpoint()
+        signed = last.size if last is not None else 0
         if self.audit.size() - signed >= every:
             self.audit.checkpoint(self.signer.key)
 

@@ -414,3 +414,15 @@ def test_cli_export_verify_and_proof(
     assert result.exit_code == 1 and "not in the log" in result.output
     result = runner.invoke(audit, ["verify", "--key", str(cert)])
     assert result.exit_code == 2
+
+
+def test_latest_checkpoint_is_the_newest(db, key):
+    log = AuditLog(db)
+    assert log.latest_checkpoint() is None
+    log.append(AuditEvent("message.received", "ES-MJ"))
+    log.checkpoint(key)
+    log.append(AuditEvent("message.accepted", "ES-MJ"))
+    newest = log.checkpoint(key)
+    latest = log.latest_checkpoint()
+    assert latest is not None and latest.size == newest.size == 2
+    assert latest.to_note() == log.checkpoints()[-1].to_note()
