@@ -49,6 +49,7 @@ from gateway.intake_records import (
     issuer_from,
     message_location,
     message_record,
+    received_records,
     rejected_ref,
 )
 from gateway.model import EvidenceType, Status
@@ -390,7 +391,9 @@ class IntakeService:
             message=None if envelope is None else message_record(submission, envelope),
             status=Status.REJECTED,
             reason=f"submission {submission.submission_id}: {refusal}"[:2000],
-            attachments=() if envelope is None else attachment_records(submission, envelope),
+            attachments=received_records(submission)
+            if envelope is None
+            else attachment_records(submission, envelope),
             evidences=()
             if envelope is None
             else (

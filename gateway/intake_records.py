@@ -113,6 +113,14 @@ def attachment_records(submission: Submission, envelope: Envelope) -> tuple[Atta
     return tuple(records)
 
 
+def received_records(submission: Submission) -> tuple[AttachmentRecord, ...]:
+    """The parts that arrived, as received (no manifest to describe them)."""
+    return tuple(
+        AttachmentRecord(content_id, "application/octet-stream", blob.size, blob.sha256)
+        for content_id, blob in submission.received.items()
+    )
+
+
 def from_stored(stored: StoredAnswer, message_id: str | None) -> Answer:
     """A recorded answer as sent the first time (the Location of an acceptance rebuilt)."""
     headers = {}

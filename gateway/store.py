@@ -132,8 +132,8 @@ class MessageStore(MessageReader):
     def _check_submission(self, submission: SubmissionRecord) -> None:
         message = submission.message
         if message is None:
-            if submission.attachments or submission.evidences:
-                raise StoreError("attachments and evidences belong to a message with a readable id")
+            if submission.evidences:
+                raise StoreError("evidences belong to a message with a readable id")
         else:
             if message.message_id != submission.message_id:
                 raise StoreError("the submission and its message name different message ids")
@@ -198,6 +198,12 @@ class MessageStore(MessageReader):
             }
             if submission.reason is not None:
                 details["reason"] = submission.reason
+            if submission.attachments:
+                # Parts refused with no message to hold them: the log names the kept bytes.
+                details["parts"] = [
+                    {"content_id": a.content_id, "sha256": a.sha256, "size": a.size}
+                    for a in submission.attachments
+                ]
             event = AuditEvent("submission.refused", submission.authority_id, None, details)
             self.audit.append(event, connection=connection)
         else:

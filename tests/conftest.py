@@ -13,6 +13,9 @@ from signing.keys import Signer
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy
 from signing.xades_sign import sign_xml
 
+# The database fixtures (SQLite and PostgreSQL), for every test module.
+from tests.dbfixtures import db, db_url, pg_database  # noqa: F401
+
 CONFORMANCE = Path(__file__).resolve().parents[1] / ".." / "shared" / "conformance"
 
 

@@ -25,8 +25,6 @@ from gateway.audit_verify import Problem, verify_export, verify_store
 from gateway.checkpoint import parse_checkpoint
 from gateway.db import Database, applied_migrations, migrate
 
-pytest_plugins = ["tests.dbfixtures"]  # db_url (SQLite and PostgreSQL), db
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

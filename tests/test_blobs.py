@@ -22,8 +22,6 @@ from gateway.blobs import (
 )
 from gateway.db import Database
 
-pytest_plugins = ["tests.dbfixtures"]  # db_url (SQLite and PostgreSQL), db
-
 MiB = 1024 * 1024
 
 

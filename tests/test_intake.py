@@ -35,8 +35,6 @@ from signing.xmldsig import DS
 from tests import pdf_attacks
 from tests.conftest import signer_for
 
-pytest_plugins = ["tests.dbfixtures"]  # db_url (SQLite and PostgreSQL), db
-
 NS = {"e": ENVELOPE_NS, "ds": DS}
 BOUNDARY = "rogatory-test-boundary"
 GATEWAY = GatewayRef("gw-es", "Rogatory test gateway", "ES")

@@ -307,3 +307,25 @@ def test_content_ids_longer_than_255_on_every_database(db_gateway, base):
     data = envelope(pki, base, attachments=[("a@x", "text/plain", b"ok")])
     content_type, body = multipart(data, [("a@x", b"ok"), (cid, b"extra")])
     problem(send(body, content_type), 400, "malformed-multipart", services)
+
+
+def test_parts_refused_with_an_unsigned_envelope_are_named_in_the_audit_log(gateway, client, auth):
+    """Refused bytes are kept for the record: the log says which blobs they are."""
+    from schemas import examples_dir
+    from tests.test_intake import make_envelope, multipart
+
+    services = gateway[0].extensions["rogatory"]
+    unsigned = make_envelope((examples_dir() / "mla-request.xml").read_bytes(), None)
+    part = b"\x01" * 200_000
+    content_type, body = multipart(unsigned, [("p@x", part)], envelope_last=True, start=True)
+    before = services.audit.size()
+    answer = client.post(
+        "/api/v1/messages", data=body, content_type=content_type, headers=auth("ES-MJ")
+    )
+    assert answer.status_code == 422
+    entries = [services.audit.entry(i) for i in range(before, services.audit.size())]
+    refused = [e for e in entries if e.kind == "submission.refused"]
+    assert len(refused) == 1
+    (kept,) = refused[0].details["parts"]
+    assert kept["content_id"] == "p@x" and kept["size"] == len(part)
+    assert services.blobs.read(kept["sha256"]) == part

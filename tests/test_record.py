@@ -40,8 +40,6 @@ from tests.conftest import signer_for
 from tests.pdf_samples import make_pdf
 from tests.servers import revocation_server, tsa_server
 
-pytest_plugins = ["tests.dbfixtures"]  # db_url (SQLite and PostgreSQL), db
-
 POPPLER = all(shutil.which(tool) for tool in ("pdfsig", "pdftotext", "pdfdetach"))
 needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils not installed")
 GATEWAY = GatewayRef("gw-es", "Pasarela Rogatory de España", "ES")

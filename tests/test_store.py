@@ -37,8 +37,6 @@ from gateway.store import (
     UnknownMessage,
 )
 
-pytest_plugins = ["tests.dbfixtures"]  # db_url (SQLite and PostgreSQL), db
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
