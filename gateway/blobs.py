@@ -124,14 +124,18 @@ def _rechunk(pieces: Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
 
 
 class FolderBlobStore:
-    """Blobs as files ``root/ab/cd/<sha256>``, written to a temporary file and renamed."""
+    """Blobs as files ``root/ab/<sha256>``, written to a temporary file and linked.
+
+    One level of 256 folders: a second level (65,536 folders) made almost every
+    new blob create and sync two folders, a third of the cost of a small put.
+    """
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
     def path(self, sha256: str) -> Path:
         check_digest(sha256)
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        return self.root / sha256[:2] / sha256
 
     def put_stream(self, chunks: Iterable[bytes], *, max_size: int | None = None) -> BlobRef:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -165,11 +169,10 @@ class FolderBlobStore:
             tmp.unlink(missing_ok=True)
 
     def _make_folders(self, folder: Path) -> None:
-        """Create ``ab/cd`` as needed, each new entry made durable in its parent."""
-        for level in (folder.parent, folder):
-            if not level.is_dir():
-                level.mkdir(exist_ok=True)
-                _fsync_dir(level.parent)
+        """Create ``ab`` as needed, the new entry made durable in its parent."""
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            _fsync_dir(folder.parent)
 
     def put(self, data: bytes) -> BlobRef:
         return self.put_stream([data])

@@ -10,7 +10,6 @@ be there before a record names them.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import uuid
 from collections.abc import Callable, Mapping
@@ -217,25 +216,12 @@ class MessageStore(MessageReader):
         message: MessageRecord,
         first: FirstAnswer,
     ) -> None:
+        """A new message with its whole first history, in few statements.
+
+        The row is written once with its final status; each step still gets its
+        own audit entry and history row, exactly as ``_move`` would write them.
+        """
         now = first.created_at
-        connection.execute(
-            messages_table.insert().values(
-                message_id=message.message_id,
-                submission_id=first.submission_id,
-                direction=message.direction.value,
-                sender_id=message.sender_id,
-                recipient_id=message.recipient_id,
-                conversation_id=message.conversation_id,
-                kind=message.kind,
-                request_type=message.request_type,
-                legal_basis=message.legal_basis,
-                status=Status.RECEIVED.value,
-                envelope_sha256=message.envelope_sha256,
-                verdict_json=verdict_json(message.verdict),
-                created_at=now,
-                updated_at=now,
-            )
-        )
         received: dict[str, JSON] = {
             "submission_id": first.submission_id,
             "direction": message.direction.value,
@@ -252,7 +238,41 @@ class MessageStore(MessageReader):
             AuditEvent("message.received", submission.authority_id, message.message_id, received),
             connection=connection,
         )
-        self._history(connection, message.message_id, 0, Status.RECEIVED, now, None, ref.index)
+        history = [self._history_row(message.message_id, 0, Status.RECEIVED, now, None, ref.index)]
+        steps = [(submission.status, submission.reason)] + [(s, None) for s in submission.then]
+        current, at = Status.RECEIVED, now
+        for seq, (status, reason) in enumerate(steps, start=1):
+            at = self._clock()
+            details: dict[str, JSON] = {"from": current.value, "to": status.value}
+            if reason is not None:
+                details["reason"] = reason
+            ref = self.audit.append(
+                AuditEvent(f"message.{status.value}", self.gateway_id, message.message_id, details),
+                connection=connection,
+            )
+            history.append(
+                self._history_row(message.message_id, seq, status, at, reason, ref.index)
+            )
+            current = status
+        connection.execute(
+            messages_table.insert().values(
+                message_id=message.message_id,
+                submission_id=first.submission_id,
+                direction=message.direction.value,
+                sender_id=message.sender_id,
+                recipient_id=message.recipient_id,
+                conversation_id=message.conversation_id,
+                kind=message.kind,
+                request_type=message.request_type,
+                legal_basis=message.legal_basis,
+                status=current.value,
+                envelope_sha256=message.envelope_sha256,
+                verdict_json=verdict_json(message.verdict),
+                created_at=now,
+                updated_at=at,
+            )
+        )
+        connection.execute(history_table.insert(), history)
         if submission.attachments:
             rows = [
                 {
@@ -267,18 +287,6 @@ class MessageStore(MessageReader):
                 for a in submission.attachments
             ]
             connection.execute(attachments_table.insert(), rows)
-        stored = Message(
-            message.message_id, first.submission_id, message.direction, message.sender_id,
-            message.recipient_id, message.kind, Status.RECEIVED, message.envelope_sha256,
-            message.conversation_id, message.request_type, message.legal_basis, message.verdict,
-            now, now,
-        )  # fmt: skip
-        self._move(connection, stored, submission.status, submission.reason, self.gateway_id)
-        current = submission.status
-        for status in submission.then:
-            moving = dataclasses.replace(stored, status=current)
-            self._move(connection, moving, status, None, self.gateway_id)
-            current = status
         for evidence in submission.evidences:
             self._insert_evidence(connection, message.message_id, evidence, self.gateway_id)
 
@@ -317,7 +325,21 @@ class MessageStore(MessageReader):
         return StatusChange(new_status, at, reason, ref.index)
 
     @staticmethod
+    def _history_row(
+        message_id: str,
+        seq: int,
+        status: Status,
+        at: datetime,
+        reason: str | None,
+        audit_index: int,
+    ) -> dict[str, object]:
+        return {
+            "message_id": message_id, "seq": seq, "status": status.value, "at": at,
+            "reason": reason, "audit_index": audit_index,
+        }  # fmt: skip
+
     def _history(
+        self,
         connection: Connection,
         message_id: str,
         seq: int,
@@ -326,12 +348,8 @@ class MessageStore(MessageReader):
         reason: str | None,
         audit_index: int,
     ) -> None:
-        connection.execute(
-            history_table.insert().values(
-                message_id=message_id, seq=seq, status=status.value, at=at, reason=reason,
-                audit_index=audit_index,
-            )
-        )  # fmt: skip
+        row = self._history_row(message_id, seq, status, at, reason, audit_index)
+        connection.execute(history_table.insert().values(**row))
 
     def _insert_evidence(
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
