@@ -213,12 +213,12 @@ def tls_context(data_dir: Path) -> ssl.SSLContext:
 
 
 def token(data_dir: Path, authority: str = AUTHORITY) -> str:
-    for line in (data_dir / "tokens.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.split()
-            if name == authority:
-                return value
-    raise SystemExit(f"no token for {authority}")
+    from gateway.bootstrap import read_demo_tokens
+
+    found = read_demo_tokens(data_dir).get(authority)
+    if found is None:
+        raise SystemExit(f"no token for {authority}")
+    return found
 
 
 def client(n: int, cfg: dict[str, Any], ready: Any, go: Any, start_at: Any, results: Any) -> None:

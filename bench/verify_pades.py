@@ -62,7 +62,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from gateway.pki import create_dev_pki  # noqa: E402
-from signing.keys import Signer  # noqa: E402
 from signing.pades_sign import PadesLevel, sign_pdf  # noqa: E402
 from tests.pdf_samples import make_pdf  # noqa: E402
 
@@ -102,8 +101,7 @@ class Samples:
 
 def build(tmp: Path, batch: int) -> Setup:
     pki = create_dev_pki(tmp / "pki")
-    chain = pki.chain(SIGNER_NAME)
-    signer = Signer(pki.key(SIGNER_NAME), chain[0], tuple(chain[1:]))
+    signer = pki.signer(SIGNER_NAME)
     single: dict[int, Path] = {}
     folders: dict[int, Path] = {}
     for pages in SIZES:

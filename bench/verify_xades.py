@@ -45,7 +45,6 @@ from signxml.xades import XAdESSignatureConfiguration, XAdESVerifier
 
 from gateway.pki import create_dev_pki
 from gateway.verification import verify_envelope
-from signing.keys import Signer
 from signing.references import apply_transforms, dereference
 from signing.trust import TrustEngine, TrustPolicy, load_certificates
 from signing.verdict import Indication
@@ -88,10 +87,8 @@ class Fixture:
 
 def build_fixture(workdir: Path) -> Fixture:
     pki = create_dev_pki(workdir / "pki")
-    # chain() is [leaf, intermediate]: the root is left out (it is the anchor).
-    leaf, *intermediates = pki.chain(SIGNER_NAME)
-    assert intermediates, "the dev PKI's signer should have an intermediate CA"
-    signer = Signer(pki.key(SIGNER_NAME), leaf, tuple(intermediates))
+    signer = pki.signer(SIGNER_NAME)
+    assert signer.chain, "the dev PKI's signer should have an intermediate CA"
     signed = sign_xml(EXAMPLE.read_bytes(), signer, level=Level.B_B)
     root_pem = workdir / "root-ca.pem"
     root_pem.write_bytes(pki.root().public_bytes(Encoding.PEM))

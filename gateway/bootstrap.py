@@ -72,6 +72,13 @@ def ensure_development_setup(settings: Settings) -> Settings:
     return settings.replace(**changes)
 
 
+def read_demo_tokens(data_dir: Path) -> dict[str, str]:
+    """The demo authorities' clear tokens that ``ensure_development_setup`` wrote."""
+    lines = (data_dir / "tokens.txt").read_text().splitlines()
+    pairs = (line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))
+    return {authority: token.strip() for authority, token in pairs}
+
+
 def _evidence_signer(pki: DevPKI, gateway_id: str, country: str, organization: str) -> str:
     """The gateway's evidence-signing certificate, issued once; organizationIdentifier = id."""
     name = f"{gateway_id}-evidence"

@@ -53,11 +53,6 @@ def _wait_ready(url: str, ca: Path, process: subprocess.Popen[bytes], timeout: f
     raise click.ClickException(f"the gateway did not answer on {url} within {timeout:.0f} s")
 
 
-def _tokens(data_dir: Path) -> dict[str, str]:
-    lines = (data_dir / "tokens.txt").read_text().splitlines()
-    return dict(line.split(maxsplit=1) for line in lines if line and not line.startswith("#"))
-
-
 def _fresh_request() -> tuple[bytes, list[tuple[str, str, bytes]], str]:
     """The Spanish MLA example with new ids, and the attachment files its manifest names."""
     ns = {"e": ENVELOPE_NS}
@@ -90,9 +85,9 @@ class _Steps:
 
 def run_demo(data_dir: Path) -> int:
     """Run the demo with its data under ``data_dir``; 0 when every step was as expected."""
-    from signing.keys import Signer
     from signing.xades_sign import sign_xml
 
+    from .bootstrap import read_demo_tokens
     from .pki import load_dev_pki
 
     gateway_dir = data_dir / "gateway"
@@ -113,9 +108,8 @@ def run_demo(data_dir: Path) -> int:
         _wait_ready(url, ca, process)
         steps.check("gateway started (gunicorn, TLS, SQLite, development PKI)", True)
         pki = load_dev_pki(gateway_dir / "pki")
-        tokens = _tokens(gateway_dir)
-        chain = tuple(c for c in pki.chain("ES-MJ")[1:] if c != pki.root())
-        signer = Signer(pki.key("ES-MJ"), pki.cert("ES-MJ"), chain)
+        tokens = read_demo_tokens(gateway_dir)
+        signer = pki.signer("ES-MJ")
         envelope, attachments, message_id = _fresh_request()
         signed = sign_xml(envelope, signer)
         _exchange(url, ca, tokens, signed, attachments, message_id, steps, data_dir)

@@ -50,6 +50,7 @@ from gateway.pki_issue import (
     write_private_key,
 )
 from signing.errors import RogatoryError
+from signing.keys import Signer
 
 ROOT_CA = "root-ca"
 SIGNERS_CA = "signers-ca"
@@ -126,6 +127,11 @@ class DevPKI:
             out.append(self.cert(issuer))
             issuer = self._entry(issuer)["issuer"]
         return out
+
+    def signer(self, name: str) -> Signer:
+        """The key of ``name`` with its chain to send along (the root is the anchor)."""
+        leaf, *intermediates = self.chain(name)
+        return Signer(self.key(name), leaf, tuple(intermediates))
 
     @property
     def crl_url(self) -> str | None:

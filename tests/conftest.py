@@ -25,8 +25,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPKI:
 
 
 def signer_for(pki: DevPKI, name: str) -> Signer:
-    chain = tuple(c for c in pki.chain(name)[1:] if c != pki.root())
-    return Signer(pki.key(name), pki.cert(name), chain)
+    return pki.signer(name)
 
 
 @pytest.fixture(scope="session")

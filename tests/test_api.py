@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 import tests.test_intake as intake_tests
 from gateway.app import create_app
+from gateway.bootstrap import read_demo_tokens as _tokens
 from gateway.envelope import Envelope
 from gateway.pki import load_dev_pki
 from gateway.settings import Settings
@@ -16,11 +16,6 @@ from schemas import examples_dir
 from signing.xades_sign import sign_xml
 from signing.xmlparse import parse_xml
 from tests.conftest import signer_for
-
-
-def _tokens(data_dir: Path) -> dict[str, str]:
-    lines = (data_dir / "tokens.txt").read_text().splitlines()
-    return dict(line.split() for line in lines if line and not line.startswith("#"))
 
 
 @pytest.fixture()

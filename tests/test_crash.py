@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from gateway.audit import AuditLog
 from gateway.audit_verify import verify_store
 from gateway.blobs import FolderBlobStore
+from gateway.bootstrap import read_demo_tokens
 from gateway.db import Database
 from gateway.model import Direction, EvidenceType, Status, check_transition
 from gateway.pki import load_dev_pki
@@ -312,11 +313,7 @@ def test_a_gateway_killed_while_accepting_loses_nothing_it_answered(tmp_path: Pa
         gateway.start()
         pki = load_dev_pki(data_dir / "pki")
         signer = signer_for(pki, "ES-MJ")
-        tokens = dict(
-            line.split()
-            for line in (data_dir / "tokens.txt").read_text().splitlines()
-            if line and not line.startswith("#")
-        )
+        tokens = read_demo_tokens(data_dir)
         token, ca = tokens["ES-MJ"], str(gateway.ca_file)
         for round_no in range(ROUNDS):
             if round_no:
