@@ -1,0 +1,117 @@
+"""The one small interface every transport implements (DESIGN.md, Parts: adapters/).
+
+An adapter maps a message to its transport's native format and back; it
+never decides status, never writes to the store and never trusts what it
+fetches. The dispatcher gives it an ``Outgoing`` and reads a ``Receipt`` or
+one of the two errors; the poller asks a pull adapter for ``Incoming`` items
+and acknowledges each once intake has answered it.
+
+- ``send`` must be safe to call again for the same message after a crash:
+  the far side recognises a repeated message id (a peer gateway answers with
+  its first evidence, an SFTP drop already holds the final name, a mailbox
+  dedupes on the envelope's message id at intake).
+- ``TransientError``: worth trying again later (connection refused, 4xx SMTP
+  reply, timeout). ``PermanentError``: it will never work (5xx reply, host
+  key changed, the peer rejected the message); the message fails with the
+  error's text as its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
+
+from signing.errors import RogatoryError
+
+
+class AdapterError(RogatoryError):
+    """A send or fetch that did not work; the text says why, for the operator."""
+
+
+class TransientError(AdapterError):
+    """Try again later."""
+
+
+class PermanentError(AdapterError):
+    """Never going to work for this message; fail it with this reason."""
+
+
+@dataclass(frozen=True)
+class OutgoingPart:
+    """An attachment to send: opened on demand, so large files are streamed."""
+
+    content_id: str
+    media_type: str
+    file_name: str | None
+    size: int
+    sha256: str  # hex of the bytes ``open()`` returns
+    open: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to carry: the signed envelope as received and its attachments."""
+
+    message_id: str
+    envelope: bytes  # the original bytes, XAdES-signed by the sending authority
+    attachments: tuple[OutgoingPart, ...] = ()
+    sender_id: str = ""
+    recipient_id: str = ""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the far side said. ``evidences`` are signed evidence documents (a peer's
+    RelayAcceptance or Delivery), still to be verified by the dispatcher."""
+
+    reference: str  # where it went: a URL, an SMTP queue id, a remote path
+    evidences: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class IncomingPart:
+    content_id: str
+    media_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message fetched from a pull channel, not yet verified.
+
+    ``channel_sender`` is who the channel itself vouches for, if anyone: the
+    authority whose S/MIME certificate signed the mail (already checked by the
+    adapter), or the authority whose SFTP drop it came from. Intake still
+    verifies the envelope's XAdES signature and binds it to that authority.
+    """
+
+    reference: str  # the adapter's handle for acknowledge(): an IMAP UID, a remote path
+    envelope: bytes
+    attachments: tuple[IncomingPart, ...] = ()
+    channel_sender: str | None = None
+    problem: str | None = None  # set when the channel-level check failed (bad S/MIME signature ...)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+Outcome = Literal["accepted", "rejected"]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A push channel."""
+
+    def send(self, outgoing: Outgoing) -> Receipt: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PullAdapter(Protocol):
+    """A channel we poll: fetch what is waiting, acknowledge each once it is answered."""
+
+    def fetch(self, limit: int = 100) -> Iterator[Incoming]: ...
+
+    def acknowledge(self, incoming: Incoming, outcome: Outcome) -> None: ...
+
+    def close(self) -> None: ...
