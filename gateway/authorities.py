@@ -12,6 +12,17 @@ authority (see docs/operations.md):
     api_tokens = ["sha256:<hex of the token>"]
     tls_client_certificates = ["sha256:<hex of the DER certificate>"]
 
+An authority served elsewhere has no credentials here but one or more
+``[[authority.channel]]`` tables (gateway.channels) saying how to reach it;
+a peer gateway is a ``[[gateway]]`` table:
+
+    [[gateway]]
+    id = "gw-ar"
+    url = "https://gw-ar.example:8443"
+    tls_ca = "pki/root-ca.pem"             # its TLS server certificate chains to this
+    client_certificates = ["sha256:..."]   # what it presents when it posts to us
+    evidence_signers = ["sha256:..."]      # what it signs its evidences with
+
 Tokens are stored as SHA-256 digests only. A token and a TLS client
 certificate each authenticate exactly one authority. `signer_belongs` only
 binds a signer to an authority; the trust engine validates its chain first.
@@ -32,6 +43,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from gateway.channels import (
+    CHANNEL_KINDS,
+    Accepts,
+    Channel,
+    EmailChannel,
+    GatewayChannel,
+    PeerGateway,
+    SftpChannel,
+)
 from signing.errors import RogatoryError
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -44,7 +64,22 @@ _AUTHORITY_KEYS = {
     "signer_constraints",
     "api_tokens",
     "tls_client_certificates",
+    "channel",
 }
+_GATEWAY_KEYS = {
+    "id",
+    "url",
+    "tls_ca",
+    "tls_certificates",
+    "client_certificates",
+    "evidence_signers",
+}
+_CHANNEL_KEYS: dict[str, set[str]] = {
+    "gateway": {"gateway"},
+    "email": {"address", "smime_certificate"},
+    "sftp": {"host", "port", "user", "folder", "inbound_folder", "host_key"},
+}
+_ACCEPT_KEYS = {"kind", "request_types", "languages"}
 _CONSTRAINT_KEYS = {"issuer", "organization_identifier", "subject"}
 # Attribute names RFC 4514 parsing does not know by default (dotted OIDs work too).
 _DN_NAMES = {
@@ -87,6 +122,12 @@ class Authority:
     signer_constraints: tuple[SignerConstraint, ...] = ()
     api_tokens: frozenset[str] = frozenset()  # "sha256:<hex>" of the token
     tls_client_certificates: frozenset[str] = frozenset()
+    channels: tuple[Channel, ...] = ()  # how to reach it; none: it is served by this gateway
+
+    @property
+    def local(self) -> bool:
+        """Served by this gateway: its messages are held here for it to collect."""
+        return not self.channels
 
 
 def hash_token(token: str) -> str:
@@ -107,8 +148,23 @@ def fingerprint(cert: x509.Certificate) -> str:
 class AuthorityDirectory:
     """The loaded directory: lookups by id, token and client certificate."""
 
-    def __init__(self, authorities: Sequence[Authority]) -> None:
+    def __init__(
+        self, authorities: Sequence[Authority], gateways: Sequence[PeerGateway] = ()
+    ) -> None:
         self._by_id: dict[str, Authority] = {}
+        self._gateways: dict[str, PeerGateway] = {}
+        self._by_peer_cert: dict[str, PeerGateway] = {}
+        for gateway in gateways:
+            if gateway.id in self._gateways:
+                raise AuthorityDirectoryError(f"gateway id {gateway.id!r} appears twice")
+            self._gateways[gateway.id] = gateway
+            for cert in sorted(gateway.client_certificates):
+                if cert in self._by_peer_cert:
+                    raise AuthorityDirectoryError(
+                        f"gateway {gateway.id!r}: client_certificates: {cert} is already "
+                        f"bound to gateway {self._by_peer_cert[cert].id!r}"
+                    )
+                self._by_peer_cert[cert] = gateway
         self._by_client_cert: dict[str, Authority] = {}
         self._tokens: list[tuple[bytes, Authority]] = []
         token_owner: dict[str, str] = {}
@@ -130,7 +186,23 @@ class AuthorityDirectory:
                         f"authority {authority.id!r}: tls_client_certificates: {cert} is "
                         f"already bound to {self._by_client_cert[cert].id!r}"
                     )
+                if cert in self._by_peer_cert:
+                    raise AuthorityDirectoryError(
+                        f"authority {authority.id!r}: tls_client_certificates: {cert} is "
+                        f"already bound to gateway {self._by_peer_cert[cert].id!r}"
+                    )
                 self._by_client_cert[cert] = authority
+            for channel in authority.channels:
+                if isinstance(channel, GatewayChannel) and channel.gateway not in self._gateways:
+                    raise AuthorityDirectoryError(
+                        f"authority {authority.id!r}: a channel names gateway "
+                        f"{channel.gateway!r}, which no [[gateway]] table defines"
+                    )
+            if authority.channels and (authority.api_tokens or authority.tls_client_certificates):
+                raise AuthorityDirectoryError(
+                    f"authority {authority.id!r} has channels (it is served elsewhere) and API "
+                    "credentials (it is served here); give one or the other"
+                )
 
     @classmethod
     def load(cls, path: Path) -> AuthorityDirectory:
@@ -147,7 +219,8 @@ class AuthorityDirectory:
         except tomllib.TOMLDecodeError as exc:
             raise AuthorityDirectoryError(f"{path}: not valid TOML: {exc}") from None
         try:
-            return cls(_parse(data))
+            authorities, gateways = _parse(data, Path(path).parent)
+            return cls(authorities, gateways)
         except AuthorityDirectoryError as exc:
             raise AuthorityDirectoryError(f"{path}: {exc}") from None
 
@@ -159,6 +232,31 @@ class AuthorityDirectory:
 
     def get(self, authority_id: str) -> Authority | None:
         return self._by_id.get(authority_id)
+
+    def local(self, authority_id: str) -> Authority | None:
+        """The authority if this gateway serves it (holds its messages), else None."""
+        found = self._by_id.get(authority_id)
+        return found if found is not None and found.local else None
+
+    def gateway(self, gateway_id: str) -> PeerGateway | None:
+        return self._gateways.get(gateway_id)
+
+    @property
+    def gateways(self) -> tuple[PeerGateway, ...]:
+        return tuple(self._gateways.values())
+
+    def authenticate_peer(self, cert: x509.Certificate) -> PeerGateway | None:
+        """The peer gateway this exact TLS client certificate is bound to, or None."""
+        return self._by_peer_cert.get(fingerprint(cert))
+
+    def served_by(self, gateway_id: str, authority_id: str) -> Authority | None:
+        """The authority if it is reached through peer gateway ``gateway_id``, else None."""
+        found = self._by_id.get(authority_id)
+        if found is None:
+            return None
+        if any(isinstance(c, GatewayChannel) and c.gateway == gateway_id for c in found.channels):
+            return found
+        return None
 
     def authenticate_token(self, token: str) -> Authority | None:
         """The authority this token is bound to, or None; compares every digest in full."""
@@ -190,19 +288,114 @@ class AuthorityDirectory:
 # --- parsing
 
 
-def _parse(data: Mapping[str, object]) -> list[Authority]:
-    unknown = set(data) - {"authority"}
+def _parse(data: Mapping[str, object], base: Path) -> tuple[list[Authority], list[PeerGateway]]:
+    unknown = set(data) - {"authority", "gateway"}
     if unknown:
         raise AuthorityDirectoryError(
-            f"unknown top-level key {sorted(unknown)[0]!r}; expected [[authority]] tables"
+            f"unknown top-level key {sorted(unknown)[0]!r}; expected [[authority]] "
+            "and [[gateway]] tables"
         )
     tables = data.get("authority", [])
     if not isinstance(tables, list):
         raise AuthorityDirectoryError("'authority' must be an array of tables ([[authority]])")
-    return [_authority(table, f"authority[{i}]") for i, table in enumerate(tables)]
+    peers = data.get("gateway", [])
+    if not isinstance(peers, list):
+        raise AuthorityDirectoryError("'gateway' must be an array of tables ([[gateway]])")
+    return (
+        [_authority(table, f"authority[{i}]", base) for i, table in enumerate(tables)],
+        [_gateway(table, f"gateway[{i}]", base) for i, table in enumerate(peers)],
+    )
 
 
-def _authority(table: object, where: str) -> Authority:
+def _gateway(table: object, where: str, base: Path) -> PeerGateway:
+    if not isinstance(table, dict):
+        raise AuthorityDirectoryError(f"{where}: expected a table")
+    _known(table, _GATEWAY_KEYS, where)
+    gateway_id = _string(table, "id", where)
+    if not _ID.fullmatch(gateway_id):
+        raise AuthorityDirectoryError(f"{where}: id {gateway_id!r} is not a valid id")
+    url = _string(table, "url", where)
+    if not url.startswith("https://"):
+        raise AuthorityDirectoryError(f"{where}: url {url!r} must start with https://")
+    tls_ca = table.get("tls_ca")
+    if tls_ca is not None and (not isinstance(tls_ca, str) or not tls_ca):
+        raise AuthorityDirectoryError(f"{where}: tls_ca must be the path of a PEM file")
+    return PeerGateway(
+        id=gateway_id,
+        url=url.rstrip("/"),
+        tls_ca=base / tls_ca if isinstance(tls_ca, str) else None,
+        tls_certificates=_digests(table, "tls_certificates", where),
+        client_certificates=_digests(table, "client_certificates", where),
+        evidence_signers=_digests(table, "evidence_signers", where),
+    )
+
+
+def _known(table: Mapping[str, object], keys: set[str], where: str) -> None:
+    unknown = set(table) - keys
+    if unknown:
+        raise AuthorityDirectoryError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; known keys: {', '.join(sorted(keys))}"
+        )
+
+
+def _channel(table: object, where: str, base: Path) -> Channel:
+    if not isinstance(table, dict):
+        raise AuthorityDirectoryError(f"{where}: expected a table")
+    kind = table.get("kind")
+    if kind not in CHANNEL_KINDS:
+        raise AuthorityDirectoryError(
+            f"{where}: kind must be one of {', '.join(CHANNEL_KINDS)}, not {kind!r}"
+        )
+    _known(table, _CHANNEL_KEYS[str(kind)] | _ACCEPT_KEYS, where)
+    accepts = Accepts(
+        request_types=tuple(_strings(table, "request_types", where)),
+        languages=tuple(_strings(table, "languages", where)),
+    )
+    if kind == "gateway":
+        return GatewayChannel(gateway=_string(table, "gateway", where), accepts=accepts)
+    if kind == "email":
+        address = _string(table, "address", where)
+        if "@" not in address or any(c.isspace() or c in '<>",' for c in address):
+            raise AuthorityDirectoryError(f"{where}: address {address!r} is not an e-mail address")
+        cert = table.get("smime_certificate")
+        if cert is not None and (not isinstance(cert, str) or not cert):
+            raise AuthorityDirectoryError(f"{where}: smime_certificate must be a PEM file path")
+        return EmailChannel(
+            address=address,
+            smime_certificate=base / cert if isinstance(cert, str) else None,
+            accepts=accepts,
+        )
+    port = table.get("port", 22)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise AuthorityDirectoryError(f"{where}: port must be a number from 1 to 65535")
+    host_key = _string(table, "host_key", where)
+    if len(host_key.split()) < 2:
+        raise AuthorityDirectoryError(
+            f"{where}: host_key must be '<type> <base64>' as in known_hosts, e.g. "
+            "'ssh-ed25519 AAAA...'"
+        )
+    inbound = table.get("inbound_folder")
+    if inbound is not None and (not isinstance(inbound, str) or not inbound):
+        raise AuthorityDirectoryError(f"{where}: inbound_folder must be a folder path")
+    return SftpChannel(
+        host=_string(table, "host", where),
+        port=port,
+        user=_string(table, "user", where),
+        folder=_string(table, "folder", where),
+        inbound_folder=inbound if isinstance(inbound, str) else None,
+        host_key=" ".join(host_key.split()[:2]),
+        accepts=accepts,
+    )
+
+
+def _strings(table: Mapping[str, object], key: str, where: str) -> list[str]:
+    items = _list(table, key, where)
+    if not all(isinstance(item, str) and item for item in items):
+        raise AuthorityDirectoryError(f"{where}: {key} must be an array of strings")
+    return [str(item) for item in items]
+
+
+def _authority(table: object, where: str, base: Path) -> Authority:
     if not isinstance(table, dict):
         raise AuthorityDirectoryError(f"{where}: expected a table")
     if isinstance(table.get("id"), str):
@@ -234,6 +427,10 @@ def _authority(table: object, where: str) -> Authority:
         ),
         api_tokens=_digests(table, "api_tokens", where),
         tls_client_certificates=_digests(table, "tls_client_certificates", where),
+        channels=tuple(
+            _channel(item, f"{where}: channel[{i}]", base)
+            for i, item in enumerate(_list(table, "channel", where))
+        ),
     )
 
 

@@ -57,7 +57,7 @@ class PeerGateway:
 
     id: str
     url: str  # base URL of its API, e.g. https://gw-ar.example:8443
-    # Its TLS server certificate must chain to this CA file (PEM); its certificate may be pinned too.
+    # Its TLS server certificate chains to this CA file (PEM), and may be pinned too.
     tls_ca: Path | None = None
     tls_certificates: frozenset[str] = frozenset()  # "sha256:<hex>" pins of its server cert
     # The TLS client certificates it presents when it posts to us.
@@ -76,7 +76,9 @@ class GatewayChannel:
 @dataclass(frozen=True)
 class EmailChannel:
     address: str
-    smime_certificate: Path | None = None  # PEM; encrypt to it, and inbound mail must be signed by it
+    smime_certificate: Path | None = (
+        None  # PEM; encrypt to it, and inbound mail must be signed by it
+    )
     accepts: Accepts = field(default_factory=Accepts)
     kind: Literal["email"] = "email"
 

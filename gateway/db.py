@@ -305,9 +305,43 @@ def _m0002_messages(connection: Connection) -> None:
     metadata.create_all(connection)
 
 
+def _m0003_outbox(connection: Connection) -> None:
+    """Routing and delivery: how a message came and goes, and the dispatcher's queue."""
+    for column in (
+        sa.Column("in_reply_to", sa.String(255), nullable=True),
+        sa.Column("arrived_via", sa.Text, nullable=True),  # inbound: the channel it came by
+        sa.Column("route", sa.Text, nullable=True),  # outbound: the channel chosen for it
+    ):
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {column.name} {kind}"))
+    metadata = sa.MetaData()
+    sa.Table("messages", metadata, autoload_with=connection)  # for the foreign key
+    when = sa.DateTime(timezone=True)
+    sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("message_id", sa.String(255), sa.ForeignKey("messages.message_id"),
+                  nullable=False, index=True),
+        # "message": send the message; "evidence": send one of our evidences about it back.
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("evidence_id", sa.String(255), nullable=True),
+        sa.Column("channel", sa.Text, nullable=False),  # JSON, see gateway.routing
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", when, nullable=False),
+        sa.Column("lease_owner", sa.String(128), nullable=True),
+        sa.Column("lease_until", when, nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("created_at", when, nullable=False),
+        sa.Index("ix_outbox_due", "next_attempt_at"),
+    )  # fmt: skip
+    metadata.tables["outbox"].create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_audit_log", _m0001_audit_log),
     ("0002_messages", _m0002_messages),
+    ("0003_outbox", _m0003_outbox),
 )
 
 _schema_migrations = sa.Table(

@@ -14,14 +14,16 @@ and only PDFs up to ``MAX_PDF_VERIFY_BYTES`` are read back to be verified.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from gateway.authorities import Authority, AuthorityDirectory
 from gateway.blobs import BlobStore, BlobTooLarge
+from gateway.channels import Channel, EmailChannel, GatewayChannel, SftpChannel
 from gateway.evidence import EvidenceReason, GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import (
     MAX_PDF_VERIFY_BYTES,
@@ -41,6 +43,7 @@ from gateway.intake_checks import (
 from gateway.intake_records import (
     PROBLEM_JSON,
     Answer,
+    Origin,
     Submission,
     attachment_records,
     bare_problem,
@@ -61,6 +64,7 @@ from gateway.multipart import (
     iter_parts,
     parse_content_type,
 )
+from gateway.routing import Facts, NoRoute, Route, channel_key, decide
 from gateway.settings import Settings
 from gateway.store import MessageStore
 from gateway.store_records import Answer as StoredAnswer
@@ -68,6 +72,7 @@ from gateway.store_records import (
     EvidenceRecord,
     FirstAnswer,
     MessageIdTaken,
+    OutboxEntry,
     SubmissionRecord,
 )
 from gateway.verification import verify_envelope_for_intake
@@ -80,7 +85,7 @@ from signing.xmlparse import parse_xml
 
 log = logging.getLogger("rogatory.intake")
 
-__all__ = ["Answer", "IntakeService", "message_location"]
+__all__ = ["Answer", "IntakeService", "Origin", "message_location"]
 
 XML_TYPES = frozenset({"application/xml", "text/xml"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -127,9 +132,40 @@ class IntakeService:
         content_type: str,
         body: Iterable[bytes] | BinaryIO,
         content_length: int | None,
+        *,
+        channel: str | None = None,
     ) -> Answer:
-        """The answer to one submission; never raises for what the request contains."""
-        submission = Submission(authority)
+        """The answer to one submission; never raises for what the request contains.
+
+        ``channel`` is a channel kind the sender asks for instead of the usual
+        route (a reply then leaves by it, and the other side is told).
+        """
+        submission = Submission(authority, override=channel)
+        return self._run(submission, content_type, body, content_length)
+
+    def receive(
+        self,
+        origin: Origin,
+        content_type: str,
+        body: Iterable[bytes] | BinaryIO,
+        content_length: int | None,
+    ) -> Answer:
+        """A message from outside (a peer gateway, a polled channel) for one of our authorities.
+
+        The same checks as ``submit``; the sender must be an authority the
+        origin may speak for, the recipient one this gateway serves. Accepted,
+        it is delivered at once and the answer is a signed Delivery evidence.
+        """
+        submission = Submission(origin.stand_in(), origin=origin)
+        return self._run(submission, content_type, body, content_length)
+
+    def _run(
+        self,
+        submission: Submission,
+        content_type: str,
+        body: Iterable[bytes] | BinaryIO,
+        content_length: int | None,
+    ) -> Answer:
         try:
             try:
                 return self._submit(submission, content_type, body, content_length)
@@ -260,6 +296,14 @@ class IntakeService:
         envelope = verified.envelope
         # From here on the message id is the signed one, not the peeked one.
         submission.message_id = envelope.message_id
+        if submission.origin is not None:
+            submission.envelope = envelope
+            try:
+                self._check_inbound(submission, submission.origin, verified.signing_cert, report)
+            except Refused:
+                submission.envelope = None
+                raise
+            return
         authority = submission.authority
         if envelope.sender.id != authority.id:
             raise Refused.one(
@@ -278,6 +322,49 @@ class IntakeService:
                 path="/Envelope/Signature",
             )  # fmt: skip
         submission.envelope = envelope
+
+    def _check_inbound(
+        self, submission: Submission, origin: Origin, cert: Any, report: Any
+    ) -> None:
+        """The sender is one the origin speaks for, signed by its signer; the recipient is ours."""
+        envelope = submission.envelope
+        assert envelope is not None
+        sender_id = envelope.sender.id
+        if origin.gateway is not None:
+            sender = self.directory.served_by(origin.gateway, sender_id)
+            if sender is None:
+                raise Refused.one(
+                    403, "sender-not-of-peer", "Sender not served by this peer",
+                    f"the envelope's sender is {sender_id}, which the authority directory "
+                    f"does not list as reached through gateway {origin.gateway}",
+                    path="/Envelope/Header/Sender/AuthorityId",
+                )  # fmt: skip
+        else:
+            sender = self.directory.get(sender_id)
+            if sender is None or sender_id != origin.vouched_sender:
+                raise Refused.one(
+                    403, "sender-not-of-channel", "Sender does not match the channel",
+                    f"the envelope's sender is {sender_id}, but it came by the {origin.kind} "
+                    f"channel of {origin.vouched_sender}",
+                    path="/Envelope/Header/Sender/AuthorityId",
+                )  # fmt: skip
+        if cert is None or not self.directory.signer_belongs(sender, cert):
+            signer = report.signatures[0].signer if report.signatures else "unknown"
+            raise Refused.one(
+                403, "signer-not-of-authority", "Signer not bound to the authority",
+                f"the envelope is signed by {signer}, which the authority directory does not "
+                f"list as a signer for {sender_id}",
+                path="/Envelope/Signature",
+            )  # fmt: skip
+        recipient_id = envelope.recipient.id
+        if self.directory.local(recipient_id) is None:
+            raise Refused.one(
+                422, "recipient-not-served", "Recipient not served here",
+                f"the recipient {recipient_id} is not an authority this gateway serves",
+                path="/Envelope/Header/Recipient/AuthorityId",
+            )  # fmt: skip
+        came_by = _arrival_channel(sender.channels, origin)
+        submission.arrived_via = channel_key(came_by) if came_by is not None else None
 
     def _check_attachments(self, submission: Submission) -> None:
         envelope = submission.envelope
@@ -298,27 +385,50 @@ class IntakeService:
         envelope = submission.envelope
         assert envelope is not None and submission.envelope_bytes is not None
         message_ref = MessageRef.of_envelope(envelope, submission.envelope_bytes)
-        acceptance, signed = self._evidence(EvidenceType.SUBMISSION_ACCEPTANCE, message_ref)
-        evidences = [acceptance]
         then: tuple[Status, ...] = ()
-        if self.directory.get(envelope.recipient.id) is not None:
-            # The recipient is one of ours: it is delivered in the same transaction
-            # (queued, sending, delivered, with a Delivery evidence), so one commit
-            # makes the acceptance and the delivery durable together.
-            delivery, _ = self._evidence(EvidenceType.DELIVERY, message_ref)
-            evidences.append(delivery)
-            then = (Status.QUEUED, Status.SENDING, Status.DELIVERED)
+        then_reason = None
+        outbox = None
+        if submission.origin is not None:
+            # From outside, for one of ours: delivered here, answered with the Delivery.
+            delivery, signed = self._evidence(EvidenceType.DELIVERY, message_ref)
+            evidences = [delivery]
+            status = Status.DELIVERED
+        else:
+            acceptance, signed = self._evidence(EvidenceType.SUBMISSION_ACCEPTANCE, message_ref)
+            evidences = [acceptance]
+            status = Status.ACCEPTED
+            if self.directory.local(envelope.recipient.id) is not None:
+                # The recipient is one of ours: it is delivered in the same transaction
+                # (queued, sending, delivered, with a Delivery evidence), so one commit
+                # makes the acceptance and the delivery durable together.
+                delivery, _ = self._evidence(EvidenceType.DELIVERY, message_ref)
+                evidences.append(delivery)
+                then = (Status.QUEUED, Status.SENDING, Status.DELIVERED)
+            else:
+                route = self._route(submission, envelope)
+                if isinstance(route, NoRoute):
+                    then, then_reason = (Status.FAILED,), f"no route: {route.reason}"
+                else:
+                    then = (Status.QUEUED,)
+                    outbox = OutboxEntry(route.key())
+                    submission.route = json.dumps(
+                        {"channel": json.loads(route.key()), "why": route.why}
+                        | ({"notice_by": json.loads(channel_key(route.notice_by))}
+                           if route.notice_by else {})
+                    )  # fmt: skip
         record = SubmissionRecord(
             authority_id=submission.authority.id,
             envelope_sha256=message_ref.sha256_hex,
             answer=StoredAnswer(202, signed, "application/xml"),
             message_id=envelope.message_id,
             message=message_record(submission, envelope),
-            status=Status.ACCEPTED,
+            status=status,
             attachments=attachment_records(submission, envelope),
             evidences=tuple(evidences),
             then=then,
+            then_reason=then_reason,
             submission_id=submission.submission_id,
+            outbox=outbox,
         )
         try:
             outcome = self.store.record_submission(record)
@@ -327,6 +437,22 @@ class IntakeService:
         if outcome.replayed:  # a concurrent post of the same id got there first
             return self._replay(submission, outcome.first)
         return from_stored(outcome.first.answer, envelope.message_id)
+
+    def _route(self, submission: Submission, envelope: Any) -> Route | NoRoute:
+        arrived_via = None
+        if envelope.in_reply_to:
+            earlier = self.store.message(envelope.in_reply_to)
+            # A reply to a message that came in from the recipient goes back the same way.
+            if earlier is not None and earlier.sender_id == envelope.recipient.id:
+                arrived_via = earlier.arrived_via
+        facts = Facts(
+            recipient_id=envelope.recipient.id,
+            request_type=envelope.request_type.value,
+            language=envelope.language,
+            arrived_via=arrived_via,
+            override=submission.override,
+        )
+        return decide(facts, self.directory.get(envelope.recipient.id))
 
     def _evidence(
         self, kind: EvidenceType, message_ref: MessageRef
@@ -417,3 +543,16 @@ class IntakeService:
             )
             return self._refuse(submission, id_taken(message_id or "", ""))
         return answer
+
+
+def _arrival_channel(channels: Iterable[Channel], origin: Origin) -> Channel | None:
+    """The sender's channel the message came by, as the directory lists it."""
+    for channel in channels:
+        if origin.gateway is not None:
+            if isinstance(channel, GatewayChannel) and channel.gateway == origin.gateway:
+                return channel
+        elif (origin.kind == "email" and isinstance(channel, EmailChannel)) or (
+            origin.kind == "sftp" and isinstance(channel, SftpChannel)
+        ):
+            return channel
+    return None

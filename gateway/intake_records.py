@@ -40,11 +40,32 @@ def message_location(message_id: str) -> str:
     return f"/api/v1/messages/{message_id}"
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who handed us a message from outside: a peer gateway, or a channel we poll.
+
+    ``principal`` is recorded as the submission's authority id (a replay from
+    the same origin gets the first answer). A peer gateway may bring messages
+    from the authorities the directory says it serves; a pull channel vouches
+    for exactly one authority (``vouched_sender``).
+    """
+
+    principal: str  # "gateway:gw-es", "email:ES-MJ", "sftp:ES-MJ"
+    kind: str  # the channel kind it came by
+    gateway: str | None = None
+    vouched_sender: str | None = None
+
+    def stand_in(self) -> Authority:
+        """The origin as the submission's "authority": only its id is ever read."""
+        return Authority(id=self.principal, country="ZZ", name=self.principal)
+
+
 @dataclass
 class Submission:
     """What is known of one submission so far, filled in as the pipeline goes."""
 
     authority: Authority
+    origin: Origin | None = None  # set for a message arriving from outside
     submission_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     envelope_bytes: bytes | None = None
     envelope_sha256: str | None = None
@@ -52,6 +73,9 @@ class Submission:
     envelope: Envelope | None = None  # read from the signed envelope, once verified
     verdict: dict[str, JSON] | None = None
     received: dict[str, BlobRef] = field(default_factory=dict)
+    arrived_via: str | None = None  # inbound: the sender's channel it came by (routing key)
+    route: str | None = None  # outbound: the routing decision, as JSON
+    override: str | None = None  # outbound: the channel kind the sender asked for
 
 
 def issuer_from(settings: Settings) -> GatewayRef:
@@ -81,7 +105,7 @@ def message_record(submission: Submission, envelope: Envelope) -> MessageRecord:
     assert submission.envelope_sha256 is not None
     return MessageRecord(
         message_id=envelope.message_id,
-        direction=Direction.OUTBOUND,
+        direction=Direction.OUTBOUND if submission.origin is None else Direction.INBOUND,
         sender_id=envelope.sender.id,
         recipient_id=envelope.recipient.id,
         kind=envelope.kind.value,
@@ -92,6 +116,9 @@ def message_record(submission: Submission, envelope: Envelope) -> MessageRecord:
             b.instrument + (f" art. {b.article}" if b.article else "") for b in envelope.legal_basis
         ),
         verdict=submission.verdict,
+        in_reply_to=envelope.in_reply_to,
+        arrived_via=submission.arrived_via,
+        route=submission.route,
     )
 
 

@@ -40,6 +40,7 @@ EKU = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
     "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
     "timeStamping": ExtendedKeyUsageOID.TIME_STAMPING,
+    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
 }
 
 
@@ -70,6 +71,7 @@ class Profile:
     eku_critical: bool = False
     dns_names: tuple[str, ...] = ()
     ip_addresses: tuple[str, ...] = ()
+    email_addresses: tuple[str, ...] = ()  # rfc822Name SANs, for S/MIME certificates
     crl_url: str | None = None
     ocsp_url: str | None = None
 
@@ -128,6 +130,7 @@ def build_cert(
         )
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in profile.dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in profile.ip_addresses]
+    sans += [x509.RFC822Name(address) for address in profile.email_addresses]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if profile.crl_url:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from signing.keys import Signer
 from signing.timestamp import TimeStamper
 
 from .authorities import Authority
 from .blobs import BlobStore
 from .evidence import GatewayRef, MessageRef, build_evidence, sign_evidence
-from .model import EvidenceType, Status
+from .model import Direction, EvidenceType, Status
 from .store import EvidenceRecord, MessageStore, NotRecipient, UnknownMessage
 
 
@@ -49,5 +51,10 @@ def collect(
         blob.sha256,
         message.envelope_sha256,
     )
-    store.record_retrieval(message_id, authority.id, record)
+    # A message a peer gateway brought: its sender hears of the retrieval by the same way.
+    send_back = None
+    arrived_via = message.arrived_via if message.direction is Direction.INBOUND else None
+    if arrived_via is not None and json.loads(arrived_via).get("kind") == "gateway":
+        send_back = arrived_via
+    store.record_retrieval(message_id, authority.id, record, send_back=send_back)
     return signed

@@ -34,6 +34,7 @@ from gateway.store_records import (
     MessageRecord,
     MissingBlob,
     NotRecipient,
+    OutboxEntry,
     StoreError,
     SubmissionOutcome,
     SubmissionRecord,
@@ -42,6 +43,7 @@ from gateway.store_records import (
     evidences_table,
     history_table,
     messages_table,
+    outbox_table,
     submissions_table,
     verdict_json,
 )
@@ -111,7 +113,12 @@ class MessageStore(MessageReader):
             return self._insert_evidence(connection, message_id, evidence, actor)
 
     def record_retrieval(
-        self, message_id: str, authority_id: str, evidence: EvidenceRecord
+        self,
+        message_id: str,
+        authority_id: str,
+        evidence: EvidenceRecord,
+        *,
+        send_back: str | None = None,
     ) -> StatusChange:
         """The recipient collected it: delivered -> retrieved, with a Retrieval evidence."""
         if evidence.type is not EvidenceType.RETRIEVAL:
@@ -124,6 +131,9 @@ class MessageStore(MessageReader):
             check_transition(message.direction, message.status, Status.RETRIEVED)
             change = self._move(connection, message, Status.RETRIEVED, None, authority_id)
             self._insert_evidence(connection, message_id, evidence, self.gateway_id)
+            if send_back is not None:  # the sender's gateway hears of it by the same channel
+                entry = OutboxEntry(send_back, "evidence", evidence.evidence_id)
+                self._enqueue(connection, message_id, entry, change.at)
             return change
 
     # --- inside a write transaction ---
@@ -240,6 +250,8 @@ class MessageStore(MessageReader):
         )
         history = [self._history_row(message.message_id, 0, Status.RECEIVED, now, None, ref.index)]
         steps = [(submission.status, submission.reason)] + [(s, None) for s in submission.then]
+        if submission.then and submission.then_reason is not None:
+            steps[-1] = (steps[-1][0], submission.then_reason)
         current, at = Status.RECEIVED, now
         for seq, (status, reason) in enumerate(steps, start=1):
             at = self._clock()
@@ -270,9 +282,14 @@ class MessageStore(MessageReader):
                 verdict_json=verdict_json(message.verdict),
                 created_at=now,
                 updated_at=at,
+                in_reply_to=message.in_reply_to,
+                arrived_via=message.arrived_via,
+                route=message.route,
             )
         )
         connection.execute(history_table.insert(), history)
+        if submission.outbox is not None:
+            self._enqueue(connection, message.message_id, submission.outbox, now)
         if submission.attachments:
             rows = [
                 {
@@ -372,6 +389,18 @@ class MessageStore(MessageReader):
         }
         event = AuditEvent("evidence.issued", actor, message_id, details)
         return self.audit.append(event, connection=connection).index
+
+    @staticmethod
+    def _enqueue(
+        connection: Connection, message_id: str, entry: OutboxEntry, now: datetime
+    ) -> None:
+        connection.execute(
+            outbox_table.insert().values(
+                id=str(uuid.uuid4()), message_id=message_id, kind=entry.kind,
+                evidence_id=entry.evidence_id, channel=entry.channel, attempts=0,
+                next_attempt_at=now, created_at=now,
+            )
+        )  # fmt: skip
 
     @staticmethod
     def _exists(connection: Connection, message_id: str) -> bool:

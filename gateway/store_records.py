@@ -89,6 +89,9 @@ class MessageRecord:
     request_type: str | None = None
     legal_basis: str | None = None
     verdict: Verdict | None = None
+    in_reply_to: str | None = None
+    arrived_via: str | None = None
+    route: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class Message:
     verdict: Verdict | None
     created_at: datetime
     updated_at: datetime
+    in_reply_to: str | None = None
+    arrived_via: str | None = None  # inbound: the channel it came by (JSON, gateway.routing)
+    route: str | None = None  # outbound: the channel chosen for it (JSON, gateway.routing)
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,19 @@ class SubmissionRecord:
     attachments: tuple[AttachmentRecord, ...] = ()
     evidences: tuple[EvidenceRecord, ...] = ()
     then: tuple[Status, ...] = ()
+    then_reason: str | None = None  # why the last step of ``then`` (a failure) happened
     # The id the intake already named in its answer and evidence; fresh when None.
     submission_id: str | None = None
+    outbox: OutboxEntry | None = None  # queued for the dispatcher in the same transaction
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """Work for the dispatcher: send the message, or send one of our evidences back."""
+
+    channel: str  # gateway.routing.channel_key of the channel to use
+    kind: str = "message"  # or "evidence"
+    evidence_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +242,9 @@ messages_table = sa.Table(
     sa.Column("verdict_json", sa.Text),
     sa.Column("created_at", _when),
     sa.Column("updated_at", _when),
+    sa.Column("in_reply_to", sa.String(255)),
+    sa.Column("arrived_via", sa.Text),
+    sa.Column("route", sa.Text),
 )
 history_table = sa.Table(
     "status_history",
@@ -246,6 +266,21 @@ attachments_table = sa.Table(
     sa.Column("size", sa.BigInteger),
     sa.Column("sha256", sa.String(64)),
     sa.Column("verdict_json", sa.Text),
+)
+outbox_table = sa.Table(
+    "outbox",
+    _metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("message_id", sa.String(255)),
+    sa.Column("kind", sa.String(16)),
+    sa.Column("evidence_id", sa.String(255)),
+    sa.Column("channel", sa.Text),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("next_attempt_at", _when),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_until", _when),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", _when),
 )
 evidences_table = sa.Table(
     "evidences",
@@ -275,6 +310,9 @@ def message_from(row: sa.Row[Any]) -> Message:
         verdict=verdict_from(row.verdict_json),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        in_reply_to=row.in_reply_to,
+        arrived_via=row.arrived_via,
+        route=row.route,
     )
 
 

@@ -241,8 +241,13 @@ def test_envelope_alone_is_accepted_recorded_and_answered_with_a_signed_evidence
     assert evidence.message.message_id == message_id
     assert evidence.message.sha256_hex == hashlib.sha256(data).hexdigest()
     message = store.message(message_id)
-    assert message is not None and message.status is Status.ACCEPTED  # CO-FGN is not local
-    assert [c.status for c in store.history(message_id)] == [Status.RECEIVED, Status.ACCEPTED]
+    # CO-FGN is in no directory here: accepted, then failed visibly for want of a route.
+    assert message is not None and message.status is Status.FAILED
+    history = store.history(message_id)
+    assert [c.status for c in history] == [Status.RECEIVED, Status.ACCEPTED, Status.FAILED]
+    assert history[-1].reason == (
+        "no route: the recipient CO-FGN is not in the authority directory"
+    )
     assert store.blobs.read(message.envelope_sha256) == data
     [stored] = store.evidences(message_id)
     assert stored.type is EvidenceType.SUBMISSION_ACCEPTANCE
@@ -553,7 +558,7 @@ def test_replay_with_the_same_content_gets_the_first_answer_and_no_second_messag
     again = post_multipart(service, es, content_type, body, chunk=50)
     assert again == first
     assert store.audit.size() == entries
-    assert len(store.history(message_id_of(data))) == 2
+    assert len(store.history(message_id_of(data))) == 3  # received, accepted, failed (no route)
     assert len(store.evidences(message_id_of(data))) == 1
 
 

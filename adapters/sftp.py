@@ -1,0 +1,580 @@
+"""SFTP channel: upload into a counterpart's drop folder, poll the folder it fills for us.
+
+A message on the server is one directory named by its message id::
+
+    <folder>/<message_id>/envelope.xml      the signed envelope, byte for byte
+    <folder>/<message_id>/<content id>      one file per attachment, named by its content id
+
+Sending writes everything into a hidden ``<folder>/.<message_id>.<random>.part/``,
+streaming each attachment in chunks, checks the size of every file on the
+server, then renames the directory to ``<folder>/<message_id>``: a rename is
+atomic on the server, so nothing ever appears under the final name half
+written. A final name that already exists means an earlier attempt got
+through (a resend after a crash): the new attempt's directory is removed and
+the same receipt returned, never a second copy. A hidden ``.part`` directory
+that a dropped connection left behind is ignored by readers and removed the
+next time this adapter connects, if it can. The recipient's intake checks
+every file against the digests in the signed manifest.
+
+Polling reads each directory of ``inbound_folder`` that is not hidden and not
+``processed`` or ``rejected`` as one message in the same layout; anything
+else there (a symbolic link, a stray file, too many bytes) comes back as an
+``Incoming`` with ``problem`` set, so one bad drop never stops the poll.
+``acknowledge`` moves a drop into ``processed/`` or ``rejected/``, next to a
+name already taken rather than over it.
+
+The server must present the host key pinned in the channel before we even
+authenticate; we never read known_hosts and never learn a key on first use.
+One adapter holds one connection, reopened after an error; it is not meant
+to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import hashlib
+import logging
+import posixpath
+import secrets
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from adapters.base import (
+    AdapterError,
+    Incoming,
+    IncomingPart,
+    Outcome,
+    Outgoing,
+    OutgoingPart,
+    PermanentError,
+    Receipt,
+    TransientError,
+)
+from gateway.channels import SftpChannel
+
+log = logging.getLogger(__name__)
+
+ENVELOPE = "envelope.xml"
+ANSWERED = {"accepted": "processed", "rejected": "rejected"}
+CHUNK = 256 * 1024  # read from the local attachment, written in 32 KiB SFTP requests
+MAX_NAME_BYTES = 255
+MAX_SUFFIX = 1000  # names tried in processed/ or rejected/ before giving up
+
+
+def unsafe_name(name: str) -> str | None:
+    """Why ``name`` cannot be a file name in a drop, or None if it can."""
+    if not name:
+        return "it is empty"
+    if "/" in name:
+        return "it contains '/'"
+    if name.startswith("."):
+        return "it starts with '.'"
+    if not name.isprintable():
+        return "it contains characters that are not printable"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid Unicode"
+    if size > MAX_NAME_BYTES:
+        return f"it is {size} bytes long in UTF-8, more than {MAX_NAME_BYTES}"
+    return None
+
+
+def fingerprint(blob: bytes) -> str:
+    """A public key's SHA256 fingerprint as OpenSSH prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def _pinned(host_key: str) -> tuple[str, bytes] | None:
+    """The key type and key blob of a "ssh-ed25519 AAAA..." pin, or None if it is no such thing."""
+    fields = host_key.split()
+    if len(fields) < 2:
+        return None
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+    except binascii.Error:
+        return None
+    # The blob names its own type first; a pin whose two halves disagree is a typo.
+    length = int.from_bytes(blob[:4], "big")
+    if len(blob) < 4 + length or blob[4 : 4 + length] != fields[0].encode():
+        return None
+    return fields[0], blob
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+class SftpAdapter:
+    """Sends to, and polls, one authority's SFTP drop (see the module docstring)."""
+
+    def __init__(
+        self,
+        channel: SftpChannel,
+        *,
+        client_key: Path,
+        authority_id: str,
+        timeout: float = 30,
+        max_incoming_bytes: int = 256 * 1024 * 1024,
+        max_incoming_files: int = 101,
+    ) -> None:
+        self.channel = channel
+        self.client_key = client_key
+        self.authority_id = authority_id
+        self.timeout = timeout
+        self.max_incoming_bytes = max_incoming_bytes
+        self.max_incoming_files = max_incoming_files
+        self._transport: Any = None
+        self._sftp: Any = None
+        self._leftovers: set[str] = set()  # .part directories a dropped connection left behind
+
+    @property
+    def where(self) -> str:
+        c = self.channel
+        return f"sftp {c.user}@{c.host}:{c.port}"
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, outgoing: Outgoing) -> Receipt:
+        names = self._file_names(outgoing)
+        folder = self.channel.folder
+        final = posixpath.join(folder, outgoing.message_id)
+        with self._remote(f"delivering message {outgoing.message_id} into {folder}"):
+            sftp = self._session()
+            if self._exists(sftp, final):
+                return Receipt(reference=final)
+            self._require_folder(sftp, folder)
+            temp = posixpath.join(folder, f".{outgoing.message_id}.{secrets.token_hex(8)}.part")
+            sftp.mkdir(temp)
+            try:
+                self._put_bytes(sftp, posixpath.join(temp, ENVELOPE), outgoing.envelope)
+                for part, name in zip(outgoing.attachments, names, strict=True):
+                    self._put_part(sftp, posixpath.join(temp, name), part)
+                try:
+                    sftp.rename(temp, final)
+                except OSError:
+                    if not self._exists(sftp, final):
+                        raise
+                    self._discard(sftp, temp)  # another attempt got there first
+            except BaseException:
+                self._discard(sftp, temp)
+                raise
+        return Receipt(reference=final)
+
+    def _file_names(self, outgoing: Outgoing) -> list[str]:
+        """The attachments' file names, refused before anything is uploaded if unsafe."""
+        why = unsafe_name(outgoing.message_id)
+        if why:
+            raise PermanentError(f"message id {outgoing.message_id!r} cannot name a folder: {why}")
+        names: list[str] = []
+        for part in outgoing.attachments:
+            name = part.content_id
+            why = unsafe_name(name) or (
+                "it is the envelope's name"
+                if name == ENVELOPE
+                else "another attachment has it"
+                if name in names
+                else None
+            )
+            if why:
+                raise PermanentError(
+                    f"attachment content id {name!r} cannot be a file name on {self.where}: {why}"
+                )
+            names.append(name)
+        return names
+
+    def _require_folder(self, sftp: Any, folder: str) -> None:
+        try:
+            mode = sftp.stat(folder).st_mode
+        except OSError as error:
+            if error.errno == errno.ENOENT and self._alive():
+                raise PermanentError(f"{self.where}: the folder {folder} does not exist") from error
+            raise
+        if not stat.S_ISDIR(mode or 0):
+            raise PermanentError(f"{self.where}: {folder} is not a folder")
+
+    def _put_bytes(self, sftp: Any, path: str, data: bytes) -> None:
+        with sftp.open(path, "wb") as target:
+            target.set_pipelined(True)
+            target.write(data)
+        self._check_size(sftp, path, len(data))
+
+    def _put_part(self, sftp: Any, path: str, part: OutgoingPart) -> None:
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            source = part.open()
+        except OSError as error:
+            raise self._unreadable(part, error) from error
+        with source, sftp.open(path, "wb") as target:
+            target.set_pipelined(True)
+            while True:
+                try:
+                    chunk = source.read(CHUNK)
+                except OSError as error:
+                    raise self._unreadable(part, error) from error
+                if not chunk:
+                    break
+                written += len(chunk)
+                if written > part.size:
+                    break
+                digest.update(chunk)
+                target.write(chunk)
+        if written != part.size or digest.hexdigest() != part.sha256.lower():
+            raise PermanentError(
+                f"attachment {part.content_id!r}: the stored copy does not match its manifest "
+                f"entry ({part.size} bytes, sha256 {part.sha256}); it was not sent"
+            )
+        self._check_size(sftp, path, written)
+
+    def _unreadable(self, part: OutgoingPart, error: OSError) -> TransientError:
+        return TransientError(f"attachment {part.content_id!r} could not be read: {_reason(error)}")
+
+    def _check_size(self, sftp: Any, path: str, size: int) -> None:
+        held = sftp.stat(path).st_size
+        if held != size:
+            raise TransientError(
+                f"{self.where}: {path} holds {held} bytes after {size} were written; will retry"
+            )
+
+    def _discard(self, sftp: Any, temp: str) -> None:
+        """Remove one of our .part directories, best effort: it never raises."""
+        if not self._alive():
+            self._leftovers.add(temp)
+            return
+        try:
+            for entry in sftp.listdir_attr(temp):
+                sftp.remove(posixpath.join(temp, entry.filename))
+            sftp.rmdir(temp)
+        except OSError as error:
+            if error.errno != errno.ENOENT:
+                if not self._alive():
+                    self._leftovers.add(temp)
+                    return
+                log.warning("%s: could not remove %s: %s", self.where, temp, _reason(error))
+        except (EOFError, paramiko.SSHException):
+            self._leftovers.add(temp)
+            return
+        self._leftovers.discard(temp)
+
+    # -- polling ---------------------------------------------------------------
+
+    def fetch(self, limit: int = 100) -> Iterator[Incoming]:
+        inbound = self.channel.inbound_folder
+        if inbound is None:
+            return
+        with self._remote(f"listing {inbound}"):
+            entries = self._session().listdir_attr(inbound)
+        entries.sort(key=lambda e: (e.st_mtime or 0, e.filename))
+        count = 0
+        for entry in entries:
+            name = entry.filename
+            if count >= limit:
+                return
+            if name.startswith(".") or name in ANSWERED.values():
+                continue
+            path = posixpath.join(inbound, name)
+            with self._remote(f"reading {path}"):
+                incoming = self._read_drop(self._session(), path, entry.st_mode or 0)
+            if incoming is not None:
+                count += 1
+                yield incoming
+
+    def _read_drop(self, sftp: Any, path: str, mode: int) -> Incoming | None:
+        if stat.S_ISLNK(mode):
+            return self._refused(path, "it is a symbolic link, not a folder")
+        if not stat.S_ISDIR(mode):
+            return self._refused(path, "it is not a folder")
+        try:
+            entries = sftp.listdir_attr(path)
+        except OSError as error:
+            if not self._alive():
+                raise
+            if error.errno == errno.ENOENT:
+                return None  # taken away since the listing
+            return self._refused(path, f"it cannot be listed: {_reason(error)}")
+        if len(entries) > self.max_incoming_files:
+            return self._refused(
+                path, f"it holds {len(entries)} entries, more than {self.max_incoming_files}"
+            )
+        problems: list[str] = []
+        files: list[str] = []
+        total = 0
+        for entry in sorted(entries, key=lambda e: str(e.filename)):
+            name, mode = entry.filename, entry.st_mode or 0
+            why = unsafe_name(name)
+            if stat.S_ISLNK(mode):
+                problems.append(f"{name!r} is a symbolic link")
+            elif not stat.S_ISREG(mode):
+                problems.append(f"{name!r} is not a regular file")
+            elif why:
+                problems.append(f"{name!r} is not an acceptable file name: {why}")
+            else:
+                files.append(name)
+                total += entry.st_size or 0
+        if ENVELOPE not in files:
+            problems.append(f"it holds no {ENVELOPE}")
+        if total > self.max_incoming_bytes:
+            problems.append(
+                f"it holds {total} bytes, more than the {self.max_incoming_bytes} taken"
+            )
+        if problems:
+            return self._refused(path, "; ".join(problems))
+
+        envelope = b""
+        parts: list[IncomingPart] = []
+        left = self.max_incoming_bytes
+        for name in files:
+            try:
+                data = self._read_file(sftp, posixpath.join(path, name), left)
+            except (OSError, EOFError) as error:
+                if not self._alive():
+                    raise
+                return self._refused(path, f"{name!r} could not be read: {_reason(error)}")
+            if data is None:
+                return self._refused(path, f"it grew past {self.max_incoming_bytes} bytes")
+            left -= len(data)
+            if name == ENVELOPE:
+                envelope = data
+            else:
+                media_type = "application/pdf" if data.startswith(b"%PDF-") else None
+                parts.append(IncomingPart(name, media_type or "application/octet-stream", data))
+        return Incoming(
+            reference=path,
+            envelope=envelope,
+            attachments=tuple(parts),
+            channel_sender=self.authority_id,
+            details={"sftp": f"{self.where}{path}"},
+        )
+
+    def _read_file(self, sftp: Any, path: str, limit: int) -> bytes | None:
+        """The file's bytes, or None if it holds more than ``limit``."""
+        with sftp.open(path, "rb") as source:
+            size = source.stat().st_size or 0
+            if size > limit:
+                return None
+            if size:
+                source.prefetch(size, 64)
+            data = source.read(limit + 1)
+        return None if len(data) > limit else bytes(data)
+
+    def _refused(self, path: str, problem: str) -> Incoming:
+        return Incoming(
+            reference=path,
+            envelope=b"",
+            channel_sender=self.authority_id,
+            problem=f"the drop {path} on {self.where} was not read: {problem}",
+            details={"sftp": f"{self.where}{path}"},
+        )
+
+    def acknowledge(self, incoming: Incoming, outcome: Outcome) -> None:
+        inbound = self.channel.inbound_folder
+        if outcome not in ANSWERED:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        name = posixpath.basename(incoming.reference)
+        if inbound is None or incoming.reference != posixpath.join(inbound, name):
+            raise PermanentError(f"{incoming.reference} is not a drop in {inbound} on {self.where}")
+        aside = posixpath.join(inbound, ANSWERED[outcome])
+        with self._remote(f"moving {incoming.reference} into {aside}"):
+            sftp = self._session()
+            if not self._exists(sftp, incoming.reference):
+                return  # moved already, by an acknowledgement that crashed before it returned
+            if not self._exists(sftp, aside):
+                try:
+                    sftp.mkdir(aside)
+                except OSError:
+                    if not self._exists(sftp, aside):
+                        raise
+            for n in range(MAX_SUFFIX):
+                target = posixpath.join(aside, name if n == 0 else f"{name}.{n}")
+                if self._exists(sftp, target):
+                    continue
+                try:
+                    # OpenSSH's plain rename never replaces an existing name.
+                    sftp.rename(incoming.reference, target)
+                    return
+                except OSError:
+                    if not self._exists(sftp, target):
+                        raise
+        raise PermanentError(f"{self.where}: {aside} holds {MAX_SUFFIX} entries named {name}")
+
+    # -- the connection ----------------------------------------------------------
+
+    def close(self) -> None:
+        sftp, transport = self._sftp, self._transport
+        self._sftp = self._transport = None
+        if sftp is not None:
+            sftp.close()
+        if transport is not None:
+            transport.close()
+
+    def _alive(self) -> bool:
+        return self._transport is not None and bool(self._transport.is_active())
+
+    @contextmanager
+    def _remote(self, doing: str) -> Iterator[None]:
+        """Turn what paramiko and the socket raise into the adapter's two errors."""
+        try:
+            yield
+        except AdapterError as error:
+            if isinstance(error, TransientError):
+                self.close()
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            alive = self._alive()
+            self.close()  # the next call starts on a fresh connection
+            where = f"{self.where} ({doing})"
+            if isinstance(error, TimeoutError):
+                raise TransientError(f"{where}: no answer within {self.timeout:g} s") from error
+            if alive and isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM):
+                raise PermanentError(f"{where}: permission denied") from error
+            if not alive:
+                raise TransientError(
+                    f"{where}: the connection was lost: {_reason(error)}"
+                ) from error
+            raise TransientError(f"{where}: the server answered: {_reason(error)}") from error
+
+    def _session(self) -> Any:
+        if self._sftp is not None and self._alive():
+            return self._sftp
+        self.close()
+        transport = self._connect()
+        try:
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            if sftp is None:
+                raise TransientError(f"{self.where}: the server opened no SFTP session")
+            sftp.get_channel().settimeout(self.timeout)
+        except BaseException:
+            transport.close()
+            raise
+        self._transport, self._sftp = transport, sftp
+        for temp in sorted(self._leftovers):
+            self._discard(sftp, temp)
+        return sftp
+
+    def _connect(self) -> Any:
+        """An authenticated transport to a server that showed the pinned host key."""
+        pin = _pinned(self.channel.host_key)
+        transport = self._handshake(pin[0] if pin else None)
+        try:
+            presented = transport.get_remote_server_key()
+            blob = presented.asbytes()
+            if pin is None or blob != pin[1]:
+                raise self._wrong_host_key(presented.get_name(), blob, pin)
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        return transport
+
+    def _handshake(self, key_type: str | None) -> Any:
+        """A transport past key exchange, asking for a host key of ``key_type`` if given."""
+        host, port = self.channel.host, self.channel.port
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except TimeoutError as error:
+            raise TransientError(f"{self.where}: no answer within {self.timeout:g} s") from error
+        except OSError as error:
+            raise TransientError(f"{self.where}: cannot connect: {_reason(error)}") from error
+        try:
+            transport = paramiko.Transport(sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            transport.banner_timeout = transport.handshake_timeout = self.timeout
+            transport.auth_timeout = transport.channel_timeout = self.timeout
+            if key_type is not None:
+                options = transport.get_security_options()
+                family = [k for k in options.key_types if _key_family(k) == key_type]
+                if family:
+                    options.key_types = family
+            done = threading.Event()
+            transport.start_client(event=done)
+            if not done.wait(self.timeout):
+                raise TransientError(f"{self.where}: no SSH handshake within {self.timeout:g} s")
+            if not transport.is_active():
+                failure = transport.get_exception() or paramiko.SSHException("negotiation failed")
+                if isinstance(failure, paramiko.IncompatiblePeer) and key_type is not None:
+                    raise self._unpinned_type()
+                raise TransientError(f"{self.where}: SSH handshake failed: {_reason(failure)}")
+        except BaseException:
+            transport.close()
+            raise
+        return transport
+
+    def _unpinned_type(self) -> PermanentError:
+        """The server offers no key of the pinned type: learn which key it does offer."""
+        transport = self._handshake(None)
+        try:
+            presented = transport.get_remote_server_key()
+            pin = _pinned(self.channel.host_key)
+            return self._wrong_host_key(presented.get_name(), presented.asbytes(), pin)
+        finally:
+            transport.close()
+
+    def _wrong_host_key(
+        self, presented_type: str, blob: bytes, pin: tuple[str, bytes] | None
+    ) -> PermanentError:
+        shown = f"{_key_family(presented_type)} {fingerprint(blob)}"
+        if pin is None:
+            return PermanentError(
+                f"{self.where}: the server presented host key {shown}, but the channel pins no "
+                f"valid host key ({self.channel.host_key!r}); refusing to connect"
+            )
+        return PermanentError(
+            f"{self.where}: the server presented host key {shown}, not the pinned "
+            f"{pin[0]} {fingerprint(pin[1])}; refusing to connect (if the counterpart changed its "
+            "key, confirm the new fingerprint with them and update the directory)"
+        )
+
+    def _authenticate(self, transport: Any) -> None:
+        try:
+            key = paramiko.PKey.from_path(self.client_key)
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            paramiko.SSHException,
+            paramiko.UnknownKeyType,
+        ) as e:
+            raise PermanentError(
+                f"{self.where}: the client key {self.client_key} cannot be used: {_reason(e)}"
+            ) from e
+        user = self.channel.user
+        try:
+            further = transport.auth_publickey(user, key)
+        except paramiko.AuthenticationException as error:
+            raise PermanentError(
+                f"{self.where}: the server refused client key {fingerprint(key.asbytes())} "
+                f"({self.client_key}) for user {user}: {_reason(error)}"
+            ) from error
+        if further or not transport.is_authenticated():
+            raise PermanentError(
+                f"{self.where}: user {user} needs more than a key to log in ({', '.join(further)})"
+            )
+
+    def _exists(self, sftp: Any, path: str) -> bool:
+        try:
+            sftp.lstat(path)
+        except OSError as error:
+            if error.errno == errno.ENOENT and self._alive():
+                return False
+            raise
+        return True
+
+
+def _key_family(algorithm: str) -> str:
+    """The key type an SSH host key algorithm uses: rsa-sha2-512 keys are ssh-rsa keys."""
+    return "ssh-rsa" if algorithm.startswith("rsa-sha2-") else algorithm

@@ -1,0 +1,236 @@
+"""The outbox: the dispatcher's queue, claimed under a lease, each step audited.
+
+A row is written in the transaction that accepts its message (or records the
+retrieval whose evidence goes back), so nothing accepted is ever without its
+work. Workers ``claim`` due rows under a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL; the one writer lock on SQLite): the claim moves the message to
+``sending``. A worker that dies leaves a lease that runs out; the next claim
+takes the row again, recording ``sending -> waiting-for-retry -> sending``
+with the reason, and sends again. Senders are idempotent at the far side (a
+repeated message id is answered with the first evidence and delivered once),
+so a resend never delivers twice.
+
+``done``, ``retry`` and ``fail`` finish a claim only while its lease is held
+by the same owner; a claim that lost its lease (another worker took over)
+changes nothing and says so.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gateway.audit import JSON, AuditEvent
+from gateway.model import Status
+from gateway.store import MessageStore
+from gateway.store_records import EvidenceRecord, Message, outbox_table
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One unit of work held by ``owner`` until ``lease_until``."""
+
+    id: str
+    message_id: str
+    kind: str  # "message" or "evidence"
+    evidence_id: str | None
+    channel: str  # gateway.routing.channel_key
+    attempt: int  # 1 for the first try
+    owner: str
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: ``base * 2**(attempt-1)``, capped, times 0.5..1."""
+
+    base_seconds: float = 2.0
+    cap_seconds: float = 3600.0
+    max_attempts: int = 8
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> timedelta:
+        full = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        return timedelta(seconds=full * (0.5 + 0.5 * rand()))
+
+
+class LeaseLost(Exception):
+    """The claim's lease ran out and another worker took the row (or finished it)."""
+
+
+class Outbox:
+    def __init__(self, store: MessageStore, *, clock: Callable[[], datetime] = _now) -> None:
+        self.store = store
+        self.db = store.db
+        self.audit = store.audit
+        self._clock = clock
+
+    # --- reading ---
+
+    def pending(self) -> int:
+        with self.db.begin_read() as connection:
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(outbox_table)
+                ).scalar_one()
+            )
+
+    # --- claiming ---
+
+    def claim(self, owner: str, limit: int, lease: timedelta) -> list[Claim]:
+        """Up to ``limit`` due rows, leased to ``owner``; their messages move to sending."""
+        now = self._clock()
+        until = now + lease
+        due = (
+            sa.select(outbox_table)
+            .where(
+                outbox_table.c.next_attempt_at <= now,
+                sa.or_(outbox_table.c.lease_until.is_(None), outbox_table.c.lease_until < now),
+            )
+            .order_by(outbox_table.c.next_attempt_at, outbox_table.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claims: list[Claim] = []
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            for row in connection.execute(due).all():
+                attempt = int(row.attempts) + 1
+                connection.execute(
+                    outbox_table.update()
+                    .where(outbox_table.c.id == row.id)
+                    .values(attempts=attempt, lease_owner=owner, lease_until=until)
+                )
+                claim = Claim(
+                    row.id, row.message_id, row.kind, row.evidence_id, row.channel,
+                    attempt, owner, until,
+                )  # fmt: skip
+                if claim.kind == "message":
+                    self._to_sending(connection, claim, row.last_error)
+                claims.append(claim)
+        return claims
+
+    def _to_sending(self, connection: Connection, claim: Claim, last_error: str | None) -> None:
+        message = self.store._message(connection, claim.message_id)
+        actor = self.store.gateway_id
+        if message.status is Status.SENDING:
+            # A worker died (or stalled past its lease) while sending this message.
+            reason = f"attempt {claim.attempt - 1} did not finish (worker stopped); sending again"
+            message = self._moved(connection, message, Status.WAITING_FOR_RETRY, reason, actor)
+        if message.status not in (Status.QUEUED, Status.WAITING_FOR_RETRY):
+            raise RuntimeError(
+                f"outbox row {claim.id} names message {claim.message_id} in status "
+                f"{message.status.value}"
+            )
+        self._moved(connection, message, Status.SENDING, f"attempt {claim.attempt}", actor)
+
+    def _moved(
+        self,
+        connection: Connection,
+        message: Message,
+        status: Status,
+        reason: str | None,
+        actor: str,
+    ) -> Message:
+        from dataclasses import replace
+
+        self.store._move(connection, message, status, reason, actor)
+        return replace(message, status=status)
+
+    # --- finishing ---
+
+    def done(
+        self,
+        claim: Claim,
+        statuses: Sequence[Status] = (),
+        evidences: Sequence[EvidenceRecord] = (),
+        *,
+        reason: str | None = None,
+        details: dict[str, JSON] | None = None,
+    ) -> None:
+        """The send worked: the row goes, the message moves through ``statuses``."""
+        self.store._require_blobs([e.sha256 for e in evidences])
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            self._hold(connection, claim)
+            connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
+            message = self.store._message(connection, claim.message_id)
+            for evidence in evidences:
+                self.store._insert_evidence(
+                    connection, claim.message_id, evidence, self.store.gateway_id
+                )
+            for status in statuses:
+                message = self._moved(connection, message, status, reason, self.store.gateway_id)
+            if claim.kind == "evidence":
+                event = AuditEvent(
+                    "evidence.sent", self.store.gateway_id, claim.message_id,
+                    {"evidence_id": claim.evidence_id, "channel": claim.channel,
+                     **(details or {})},
+                )  # fmt: skip
+                self.audit.append(event, connection=connection)
+
+    def retry(self, claim: Claim, reason: str, delay: timedelta) -> datetime:
+        """A transient failure: try again after ``delay``; returns when."""
+        at = self._clock() + delay
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            self._hold(connection, claim)
+            connection.execute(
+                outbox_table.update()
+                .where(outbox_table.c.id == claim.id)
+                .values(next_attempt_at=at, lease_owner=None, lease_until=None,
+                        last_error=reason[:2000])
+            )  # fmt: skip
+            text = f"{reason} (attempt {claim.attempt}; next at {at.isoformat(timespec='seconds')})"
+            if claim.kind == "message":
+                message = self.store._message(connection, claim.message_id)
+                self._moved(
+                    connection, message, Status.WAITING_FOR_RETRY, text[:2000],
+                    self.store.gateway_id,
+                )  # fmt: skip
+            else:
+                self.audit.append(
+                    AuditEvent("evidence.retry", self.store.gateway_id, claim.message_id,
+                               {"evidence_id": claim.evidence_id, "reason": text[:2000]}),
+                    connection=connection,
+                )  # fmt: skip
+        return at
+
+    def fail(self, claim: Claim, reason: str, evidences: Sequence[EvidenceRecord] = ()) -> None:
+        """A permanent failure, or attempts used up: the message fails with ``reason``."""
+        self.store._require_blobs([e.sha256 for e in evidences])
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            self._hold(connection, claim)
+            connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
+            for evidence in evidences:
+                self.store._insert_evidence(
+                    connection, claim.message_id, evidence, self.store.gateway_id
+                )
+            if claim.kind == "message":
+                message = self.store._message(connection, claim.message_id)
+                self._moved(
+                    connection, message, Status.FAILED, reason[:2000], self.store.gateway_id
+                )
+            else:
+                self.audit.append(
+                    AuditEvent("evidence.undeliverable", self.store.gateway_id, claim.message_id,
+                               {"evidence_id": claim.evidence_id, "reason": reason[:2000]}),
+                    connection=connection,
+                )  # fmt: skip
+
+    def _hold(self, connection: Connection, claim: Claim) -> None:
+        row = connection.execute(
+            sa.select(outbox_table.c.lease_owner, outbox_table.c.attempts).where(
+                outbox_table.c.id == claim.id
+            )
+        ).first()
+        if row is None or row.lease_owner != claim.owner or int(row.attempts) != claim.attempt:
+            raise LeaseLost(
+                f"outbox row {claim.id} (message {claim.message_id}) is no longer held by "
+                f"{claim.owner}"
+            )
