@@ -327,7 +327,7 @@ class SftpAdapter:
             problems.append(f"it holds no {ENVELOPE}")
         if total > self.max_incoming_bytes:
             problems.append(
-                f"it holds {total} bytes, more than the {self.max_incoming_bytes} taken"
+                f"it holds {total} bytes, more than the limit of {self.max_incoming_bytes}"
             )
         if problems:
             return self._refused(path, "; ".join(problems))

@@ -18,6 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from .audit import AuditError
 from .authorities import Authority
+from .channels import PeerGateway
+from .intake_records import Origin
 from .model import EvidenceType, IllegalTransition, Status
 from .services import Services
 from .store import NotRecipient, StoreError
@@ -57,18 +59,32 @@ def _client_certificate() -> x509.Certificate | None:
     return x509.load_der_x509_certificate(der) if der else None
 
 
-def _authenticate() -> Authority | None:
+def _authenticate() -> Authority | PeerGateway | None:
     directory = services().directory
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return directory.authenticate_token(header.removeprefix("Bearer ").strip())
     cert = _client_certificate()
-    return directory.authenticate_client_certificate(cert) if cert is not None else None
+    if cert is None:
+        return None
+    return directory.authenticate_client_certificate(cert) or directory.authenticate_peer(cert)
+
+
+# What a peer gateway may call: its intake and the evidences it sends back.
+PEER_ENDPOINTS = frozenset({"api.submit", "api.peer_evidence"})
 
 
 @api.before_request
 def require_authority() -> Response | None:
     authority = _authenticate()
+    if isinstance(authority, PeerGateway):
+        if request.endpoint not in PEER_ENDPOINTS:
+            return problem(
+                403, "Forbidden", f"gateway {authority.id} may only post messages and evidences"
+            )
+        g.peer, g.authority = authority, None
+        return None
+    g.peer = None
     if authority is None:
         answer = problem(
             401, "Unauthorized", "give a valid bearer token or a TLS client certificate"
@@ -92,7 +108,14 @@ def _not_found(message_id: str) -> Response:
 def submit() -> Response:
     s = services()
     body = iter(lambda: request.stream.read(CHUNK), b"")
-    answer = s.intake.submit(g.authority, request.content_type or "", body, request.content_length)
+    content_type, length = request.content_type or "", request.content_length
+    peer: PeerGateway | None = g.peer
+    if peer is not None:
+        origin = Origin(principal=f"gateway:{peer.id}", kind="gateway", gateway=peer.id)
+        answer = s.intake.receive(origin, content_type, body, length)
+    else:
+        channel = request.args.get("channel") or None
+        answer = s.intake.submit(g.authority, content_type, body, length, channel=channel)
     s.maybe_checkpoint()
     response = Response(answer.body, status=answer.status, content_type=answer.content_type)
     response.headers.update(answer.headers)
@@ -244,6 +267,29 @@ def retrieve(message_id: str) -> Response:
         return problem(409, "Conflict", f"the message cannot be collected now: {exc}")
     s.maybe_checkpoint()
     return Response(evidence_xml, status=200, mimetype="application/xml")
+
+
+@api.post("/messages/<message_id>/evidences")
+def peer_evidence() -> Response:
+    """A peer gateway's signed evidence about a message we sent it (its Retrieval)."""
+    from .peer_evidence import PeerEvidenceRefused, accept_from_peer
+
+    peer: PeerGateway | None = g.peer
+    message_id = request.view_args["message_id"] if request.view_args else ""
+    if peer is None:
+        return problem(403, "Forbidden", "only a peer gateway posts evidences")
+    limit = 1024 * 1024
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        return problem(413, "Content Too Large", f"an evidence is at most {limit} bytes")
+    s = services()
+    try:
+        found, new = accept_from_peer(s.store, s.engine, peer, message_id, data)
+    except PeerEvidenceRefused as exc:
+        return problem(exc.status, "Evidence refused", str(exc), code="evidence-refused")
+    s.maybe_checkpoint()
+    body = {"evidence_id": found.evidence.evidence_id, "type": found.evidence.type.value}
+    return Response(json.dumps(body), status=201 if new else 200, mimetype="application/json")
 
 
 @api.post("/verify")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from cryptography import x509
 from lxml import etree
 
 from gateway.envelope import Envelope
@@ -148,6 +149,7 @@ class Evidence:
 class VerifiedEvidence:
     evidence: Evidence
     report: DocumentReport
+    signing_cert: x509.Certificate | None = None  # whose key signed it (chain validated)
 
 
 def _now() -> datetime:
@@ -290,7 +292,7 @@ def read_evidence(
         raise EvidenceError(
             f"the evidence was issued by {evidence.issuer.id!r}, not by {expect_issuer!r}"
         )
-    return VerifiedEvidence(evidence, verified.report)
+    return VerifiedEvidence(evidence, verified.report, verified.signing_cert)
 
 
 @cache

@@ -71,6 +71,14 @@ class Settings:
     max_attachments: int = 100
     max_body_bytes: int = 4 * GiB
     audit_checkpoint_every: int = 1000
+    # The dispatcher (rogatory worker): how much it takes at once, and how it retries.
+    dispatch_batch: int = 32
+    dispatch_concurrency: int = 8
+    dispatch_max_attempts: int = 8
+    dispatch_backoff_seconds: float = 2.0
+    dispatch_backoff_cap_seconds: float = 3600.0
+    dispatch_lease_seconds: float = 300.0
+    poll_seconds: float = 1.0  # idle wait of the worker, and the period of pull-channel polls
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -327,6 +335,18 @@ def _port(raw: object, base: Path | None) -> int:
     return port
 
 
+def _seconds(raw: object, base: Path | None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise TypeError(f"expected a number of seconds, got {_show(raw)}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected a positive number of seconds, got {raw!r}")
+    return value
+
+
 def _boolean(raw: object, base: Path | None) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -388,6 +408,13 @@ _CONVERTERS: dict[str, Callable[[object, Path | None], Any]] = {
     "max_attachments": _integer,
     "max_body_bytes": _integer,
     "audit_checkpoint_every": _integer,
+    "dispatch_batch": _integer,
+    "dispatch_concurrency": _integer,
+    "dispatch_max_attempts": _integer,
+    "dispatch_backoff_seconds": _seconds,
+    "dispatch_backoff_cap_seconds": _seconds,
+    "dispatch_lease_seconds": _seconds,
+    "poll_seconds": _seconds,
 }
 
 

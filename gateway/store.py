@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -111,6 +112,36 @@ class MessageStore(MessageReader):
         with self.db.begin_write() as connection:
             self._message(connection, message_id)
             return self._insert_evidence(connection, message_id, evidence, actor)
+
+    def record_peer_evidence(
+        self,
+        message_id: str,
+        evidence: EvidenceRecord,
+        statuses: tuple[Status, ...],
+        *,
+        actor: str,
+    ) -> bool:
+        """Keep a peer's evidence and move the message on; False if it was kept before."""
+        self._require_blobs([evidence.sha256])
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            message = self._message(connection, message_id)
+            known = connection.execute(
+                sa.select(evidences_table.c.message_id).where(
+                    evidences_table.c.evidence_id == evidence.evidence_id
+                )
+            ).first()
+            if known is not None:
+                if known.message_id != message_id:
+                    raise StoreError(f"evidence id {evidence.evidence_id} is already taken")
+                return False
+            self._insert_evidence(connection, message_id, evidence, actor)
+            for status in statuses:
+                check_transition(message.direction, message.status, status)
+                self._move(
+                    connection, message, status, f"{evidence.type.value} from {actor}", actor
+                )
+                message = replace(message, status=status)
+            return True
 
     def record_retrieval(
         self,

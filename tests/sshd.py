@@ -11,6 +11,7 @@ in CI): the SFTP user is the current user, its files are the test's own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -157,10 +158,8 @@ class Sshd:
                 found.append(child)
                 pending.append(child)
         for pid in found:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         if self.process is None:

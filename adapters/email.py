@@ -1,0 +1,580 @@
+"""E-mail channel: SMTP out with S/MIME, IMAP in (DESIGN.md, Parts: adapters/).
+
+An outgoing message becomes one mail, built in memory::
+
+    From, To, Subject, Date, Message-ID     outer headers, not signed
+    application/pkcs7-mime enveloped-data   when the channel names a certificate to encrypt to
+      multipart/signed                      the gateway's S/MIME signature (signing.smime)
+        multipart/mixed
+          text/plain                        a short note for a person who opens the mail
+          envelope.xml                      the signed envelope, byte for byte (no Content-ID)
+          one part per attachment           base64, with its Content-ID and file name
+
+The Message-ID is made from the message id, so a resend after a crash is
+recognisable (and intake dedupes on the envelope's message id anyway). The
+Subject names nothing but that id: it travels unencrypted.
+
+Polling reads the gateway's own mailbox over IMAP. Each mail is decrypted
+when it is enveloped, its S/MIME signature verified through the trust
+engine, and its signer's certificate mapped to an authority by ``sender_for``;
+the envelope and the attachments are read from the signed content only, never
+from the unsigned outer mail. Whatever is wrong with one mail comes back as an
+``Incoming`` with ``problem`` set, so one bad mail never stops the poll.
+``acknowledge`` moves a mail to the processed or rejected mailbox.
+
+One adapter holds one IMAP connection, reopened after an error; SMTP
+connects per mail. It is not meant to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import imaplib
+import re
+import secrets
+import smtplib
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from pathlib import Path
+from urllib.parse import quote
+
+from cryptography import x509
+
+from adapters.base import (
+    Incoming,
+    IncomingPart,
+    Outcome,
+    Outgoing,
+    OutgoingPart,
+    PermanentError,
+    Receipt,
+    TransientError,
+)
+from gateway.channels import EmailChannel
+from signing.errors import SigningError
+from signing.keys import Signer
+from signing.smime import (
+    SmimeError,
+    SmimeKind,
+    classify,
+    decrypt_smime,
+    encrypt_smime,
+    sign_smime,
+    verify_smime,
+)
+from signing.trust import TrustEngine, describe, load_certificates
+
+ENVELOPE = "envelope.xml"
+CHUNK = 57 * 1024  # a multiple of 57 bytes: whole 76-character base64 lines
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+_CONTENT_ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,255}")  # printable ASCII but < and >
+_DETAIL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where and how outgoing mail is handed over."""
+
+    host: str
+    from_address: str
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False  # implicit TLS (port 465)
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 30.0
+    ca_file: Path | None = None  # trust these CAs for the server's certificate, not the system's
+    max_message_bytes: int = 20 * 1024 * 1024  # envelope and attachments, before base64
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """The gateway's own mailbox, polled for what counterparts send."""
+
+    host: str
+    user: str
+    password: str = field(repr=False)
+    port: int = 993
+    ssl: bool = True
+    starttls: bool = False
+    mailbox: str = "INBOX"
+    processed_mailbox: str = "Processed"
+    rejected_mailbox: str = "Rejected"
+    timeout: float = 30.0
+    ca_file: Path | None = None
+    max_message_bytes: int = 32 * 1024 * 1024
+
+
+SenderFor = Callable[[x509.Certificate], str | None]
+
+
+def _nobody(cert: x509.Certificate) -> str | None:
+    return None
+
+
+def _tls(ca_file: Path | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+def _param(name: str, value: str) -> str:
+    """A MIME parameter, RFC 2231-encoded when it is not plain printable ASCII."""
+    if value.isascii() and value.isprintable() and not set(value) & {'"', "\\"}:
+        return f'{name}="{value}"'
+    return f"{name}*=utf-8''{quote(value, safe='')}"
+
+
+def _header(value: str, limit: int = _DETAIL_CHARS) -> str:
+    return " ".join(value.split())[:limit]
+
+
+class EmailAdapter:
+    """Sends to one authority's address (``channel``, ``smtp``) and polls our mailbox (``imap``)."""
+
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        engine: TrustEngine,
+        channel: EmailChannel | None = None,
+        smtp: SmtpConfig | None = None,
+        imap: ImapConfig | None = None,
+        sender_for: SenderFor = _nobody,
+    ) -> None:
+        self.signer = signer  # signs what we send; decrypts what is encrypted to us (RSA only)
+        self.engine = engine
+        self.channel = channel
+        self.smtp = smtp
+        self.imap = imap
+        self.sender_for = sender_for
+        self._imap: imaplib.IMAP4 | None = None
+        self._capabilities: frozenset[str] = frozenset()
+        self._uidvalidity = ""  # of the selected mailbox: a UID means nothing without it
+        self._mailboxes: set[str] = set()  # target mailboxes known to exist
+
+    # -- sending ---------------------------------------------------------------
+
+    def send(self, outgoing: Outgoing) -> Receipt:
+        if self.smtp is None or self.channel is None:
+            raise PermanentError("this e-mail adapter has no SMTP server or address to send to")
+        smtp, channel = self.smtp, self.channel
+        for address in (smtp.from_address, channel.address):
+            if not _ADDRESS.fullmatch(address):
+                raise PermanentError(
+                    f"{address!r} is not an e-mail address this adapter sends with"
+                )
+        if not _MESSAGE_ID.fullmatch(outgoing.message_id):
+            raise PermanentError(f"message id {outgoing.message_id!r} cannot name an e-mail")
+        try:
+            mail = sign_smime(self._mixed(outgoing, smtp.max_message_bytes), self.signer)
+            if channel.smime_certificate is not None:
+                mail = encrypt_smime(mail, [self._recipient_certificate(channel.smime_certificate)])
+        except SigningError as exc:
+            raise PermanentError(f"the mail could not be signed or encrypted: {exc}") from None
+        message_id = f"<{outgoing.message_id}@{smtp.from_address.rsplit('@', 1)[1]}>"
+        headers = (
+            f"From: {smtp.from_address}\r\n"
+            f"To: {channel.address}\r\n"
+            f"Subject: Rogatory message {outgoing.message_id}\r\n"
+            f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
+            f"Message-ID: {message_id}\r\n"
+        )
+        self._deliver(smtp, channel.address, headers.encode("ascii") + mail)
+        return Receipt(reference=message_id)
+
+    def _recipient_certificate(self, path: Path) -> x509.Certificate:
+        try:
+            return load_certificates(path.read_bytes())[0]
+        except (OSError, ValueError, IndexError) as exc:
+            raise PermanentError(f"cannot read the S/MIME certificate {path}: {exc}") from None
+
+    def _mixed(self, outgoing: Outgoing, limit: int) -> bytes:
+        """The multipart/mixed entity that gets signed: a note, the envelope, the attachments."""
+        total = len(outgoing.envelope) + sum(part.size for part in outgoing.attachments)
+        if total > limit:
+            raise PermanentError(
+                f"the envelope and attachments come to {total} bytes, more than the "
+                f"{limit} bytes this e-mail channel carries"
+            )
+        boundary = "=_mixed_" + secrets.token_hex(16)
+        count = len(outgoing.attachments)
+        note = (
+            f"This e-mail carries the signed envelope of message {outgoing.message_id} "
+            f"({ENVELOPE}) and {count} attachment{'s' if count != 1 else ''}.\r\n"
+            "Its S/MIME signature and the envelope's XAdES signature make it authentic.\r\n"
+        )
+        out = [
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode(),
+            f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+            f"Content-Transfer-Encoding: 7bit\r\n\r\n{note}".encode(),
+            f"\r\n--{boundary}\r\n".encode(),
+            self._part_headers("application/xml", ENVELOPE, None),
+            _base64_lines(outgoing.envelope),
+        ]
+        seen: set[str] = set()
+        for part in outgoing.attachments:
+            if part.content_id in seen:
+                raise PermanentError(f"two attachments have the Content-ID <{part.content_id}>")
+            seen.add(part.content_id)
+            out.append(f"\r\n--{boundary}\r\n".encode())
+            out.append(self._part_headers(part.media_type, part.file_name, part.content_id))
+            out.extend(self._encoded(part))
+        out.append(f"\r\n--{boundary}--\r\n".encode())
+        return b"".join(out)
+
+    def _part_headers(
+        self, media_type: str, file_name: str | None, content_id: str | None
+    ) -> bytes:
+        if not _MEDIA_TYPE.fullmatch(media_type):
+            raise PermanentError(f"{media_type!r} is not a media type that can head a mail part")
+        lines = [f"Content-Type: {media_type}"]
+        if file_name:
+            lines[0] += ";\r\n " + _param("name", file_name)
+        lines.append("Content-Transfer-Encoding: base64")
+        if content_id is not None:
+            if not _CONTENT_ID.fullmatch(content_id):
+                raise PermanentError(
+                    f"Content-ID {content_id!r} cannot be written in a mail header"
+                )
+            lines.append(f"Content-ID: <{content_id}>")
+        disposition = "Content-Disposition: attachment"
+        if file_name:
+            disposition += ";\r\n " + _param("filename", file_name)
+        lines.append(disposition)
+        text = "\r\n".join(lines) + "\r\n\r\n"
+        if any(len(line) > 998 for line in text.split("\r\n")):
+            raise PermanentError(f"the file name {file_name!r} is too long for a mail header")
+        return text.encode("ascii")
+
+    def _encoded(self, part: OutgoingPart) -> list[bytes]:
+        """The attachment as base64 lines, checked against its manifest size and digest."""
+        digest = hashlib.sha256()
+        read = 0
+        out: list[bytes] = []
+        try:
+            with part.open() as source:
+                while read <= part.size:
+                    chunk = source.read(CHUNK)
+                    if not chunk:
+                        break
+                    read += len(chunk)
+                    digest.update(chunk)
+                    out.append(_base64_lines(chunk))
+        except OSError as exc:
+            raise TransientError(
+                f"attachment <{part.content_id}> could not be read: {exc}"
+            ) from None
+        if read != part.size or digest.hexdigest() != part.sha256.lower():
+            raise PermanentError(
+                f"attachment <{part.content_id}>: the stored copy does not match its manifest "
+                f"entry ({part.size} bytes, sha256 {part.sha256}); it was not sent"
+            )
+        return out
+
+    def _deliver(self, config: SmtpConfig, recipient: str, mail: bytes) -> None:
+        where = f"SMTP server {config.host}:{config.port}"
+        try:
+            if config.ssl:
+                server: smtplib.SMTP = smtplib.SMTP_SSL(
+                    config.host, config.port, timeout=config.timeout, context=_tls(config.ca_file)
+                )
+            else:
+                server = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            try:
+                if config.starttls and not config.ssl:
+                    server.starttls(context=_tls(config.ca_file))
+                if config.user:
+                    server.login(config.user, config.password or "")
+                server.sendmail(config.from_address, [recipient], mail)
+            finally:
+                try:
+                    server.quit()
+                except (smtplib.SMTPException, OSError):
+                    server.close()
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            raise _reply_error(where, code, reply) from None
+        except smtplib.SMTPResponseException as exc:
+            raise _reply_error(where, exc.smtp_code, exc.smtp_error) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentError(f"{where}: {exc}") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentError(
+                f"{where} presented a certificate we do not trust: {exc}"
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"{where} could not be reached: {exc}") from None
+
+    # -- polling ---------------------------------------------------------------
+
+    def fetch(self, limit: int = 100) -> Iterator[Incoming]:
+        config = self._imap_config()
+        with self._imap_errors():
+            connection = self._connection()
+            typ, data = connection.uid("SEARCH", "UNDELETED")
+            _require_ok(typ, data, f"searching {config.mailbox}")
+            uids = sorted(int(uid) for uid in (data[0] or b"").split())[:limit]
+        for uid in uids:
+            reference = f"{self._uidvalidity}:{uid}"
+            with self._imap_errors():
+                raw = self._body(connection, uid, config.max_message_bytes)
+                size = len(raw) if raw is not None else self._size(connection, uid)
+            if size > config.max_message_bytes or raw is None:
+                yield _problem(
+                    reference,
+                    f"the mail of {size} bytes is larger than the limit of "
+                    f"{config.max_message_bytes} bytes",
+                    {"size": str(size)},
+                )
+            else:
+                yield self._open(reference, raw)
+
+    def acknowledge(self, incoming: Incoming, outcome: Outcome) -> None:
+        config = self._imap_config()
+        target = config.processed_mailbox if outcome == "accepted" else config.rejected_mailbox
+        uidvalidity, _, uid = incoming.reference.partition(":")
+        with self._imap_errors():
+            connection = self._connection()
+            if self._uidvalidity != uidvalidity:
+                raise TransientError(
+                    f"the mailbox {config.mailbox} was renumbered since the mail was fetched "
+                    "(UIDVALIDITY changed); it stays there and will be fetched again"
+                )
+            self._ensure_mailbox(connection, target)
+            if "MOVE" in self._capabilities:
+                typ, data = connection.uid("MOVE", uid, _quoted(target))
+                _require_ok(typ, data, f"moving mail {uid} to {target}")
+                return
+            typ, data = connection.uid("COPY", uid, _quoted(target))
+            _require_ok(typ, data, f"copying mail {uid} to {target}")
+            typ, data = connection.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
+            _require_ok(typ, data, f"deleting mail {uid} from {config.mailbox}")
+            if "UIDPLUS" in self._capabilities:
+                typ, data = connection.uid("EXPUNGE", uid)
+            else:
+                typ, data = connection.expunge()
+            _require_ok(typ, data, f"expunging mail {uid}")
+
+    def close(self) -> None:
+        connection, self._imap = self._imap, None
+        if connection is not None:
+            with suppress(imaplib.IMAP4.error, OSError):
+                connection.logout()
+
+    def _open(self, reference: str, raw: bytes) -> Incoming:
+        """Decrypt, verify and unpack one mail; every failure is a problem, never an exception."""
+        details = _outer_details(raw)
+        try:
+            if classify(raw) is SmimeKind.ENVELOPED:
+                details["encrypted"] = "yes"
+                try:
+                    raw = decrypt_smime(raw, self.signer.key, self.signer.cert)
+                except SmimeError as exc:
+                    return _problem(reference, f"the mail cannot be decrypted: {exc}", details)
+            verified = verify_smime(raw, self.engine)
+            details["verdict"] = verified.verdict.indication.value
+            if verified.signer is not None:
+                details["signer"] = _header(describe(verified.signer), 500)
+            if not verified.ok or verified.content is None or verified.signer is None:
+                sub = verified.verdict.subindication
+                return _problem(
+                    reference,
+                    f"the S/MIME signature is not acceptable ({verified.verdict.indication}"
+                    f"{'/' + sub if sub else ''}): {verified.verdict.reason}",
+                    details,
+                )
+            sender = self.sender_for(verified.signer)
+            if sender is None:
+                return _problem(
+                    reference,
+                    f"the mail is signed by {describe(verified.signer)}, which is not the "
+                    "S/MIME certificate of any authority we know",
+                    details,
+                )
+            envelope, attachments = _unpack(verified.content)
+        except _Unusable as exc:
+            return _problem(reference, str(exc), details)
+        except Exception as exc:  # fail closed: a surprise rejects this mail, not the poll
+            return _problem(reference, f"the mail could not be read ({exc})", details)
+        return Incoming(reference, envelope, attachments, channel_sender=sender, details=details)
+
+    def _imap_config(self) -> ImapConfig:
+        if self.imap is None:
+            raise PermanentError("this e-mail adapter has no IMAP mailbox to poll")
+        return self.imap
+
+    @contextmanager
+    def _imap_errors(self) -> Iterator[None]:
+        """IMAP and socket failures become TransientError; the broken connection is dropped."""
+        try:
+            yield
+        except (imaplib.IMAP4.error, OSError) as exc:
+            self._imap = None
+            config = self._imap_config()
+            raise TransientError(f"IMAP server {config.host}:{config.port}: {exc}") from None
+
+    def _connection(self) -> imaplib.IMAP4:
+        if self._imap is not None:
+            return self._imap
+        config = self._imap_config()
+        if config.ssl:
+            connection: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                config.host, config.port, ssl_context=_tls(config.ca_file), timeout=config.timeout
+            )
+        else:
+            connection = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
+            if config.starttls:
+                connection.starttls(_tls(config.ca_file))
+        try:
+            connection.login(config.user, config.password)
+        except imaplib.IMAP4.error as exc:
+            connection.shutdown()
+            raise PermanentError(
+                f"IMAP server {config.host}:{config.port} refused the login of {config.user}: {exc}"
+            ) from None
+        typ, data = connection.capability()
+        self._capabilities = frozenset(_text(data).upper().split()) if typ == "OK" else frozenset()
+        typ, data = connection.select(_quoted(config.mailbox))
+        if typ != "OK":
+            connection.logout()
+            raise PermanentError(f"the mailbox {config.mailbox} cannot be opened: {_text(data)}")
+        _, data = connection.response("UIDVALIDITY")
+        if not data or data[0] is None:
+            connection.logout()
+            raise TransientError(
+                f"the IMAP server did not tell the UIDVALIDITY of {config.mailbox}"
+            )
+        self._uidvalidity = _text(data[0])
+        self._imap = connection
+        return connection
+
+    def _size(self, connection: imaplib.IMAP4, uid: int) -> int:
+        typ, data = connection.uid("FETCH", str(uid), "(RFC822.SIZE)")
+        for item in data if typ == "OK" else []:
+            found = re.search(rb"RFC822\.SIZE (\d+)", item if isinstance(item, bytes) else item[0])
+            if found:
+                return int(found.group(1))
+        raise TransientError(f"the IMAP server did not tell the size of mail {uid}")
+
+    def _body(self, connection: imaplib.IMAP4, uid: int, limit: int) -> bytes | None:
+        """The whole mail, read no further than ``limit`` bytes (None when it is longer)."""
+        if self._size(connection, uid) > limit:
+            return None
+        typ, data = connection.uid("FETCH", str(uid), f"(BODY.PEEK[]<0.{limit + 1}>)")
+        for item in data if typ == "OK" else []:
+            if isinstance(item, tuple) and b"BODY[]" in item[0]:
+                return item[1] if len(item[1]) <= limit else None
+        raise TransientError(f"the IMAP server did not return mail {uid}: {_text(data)}")
+
+    def _ensure_mailbox(self, connection: imaplib.IMAP4, name: str) -> None:
+        if name in self._mailboxes:
+            return
+        typ, data = connection.create(_quoted(name))
+        if typ != "OK" and "ALREADYEXISTS" not in _text(data).upper():
+            typ, listed = connection.list('""', _quoted(name))
+            if typ != "OK" or not [item for item in listed if item]:
+                raise TransientError(f"the mailbox {name} cannot be created: {_text(data)}")
+        self._mailboxes.add(name)
+
+
+class _Unusable(Exception):
+    """The signed content is not a mail this channel understands."""
+
+
+def _quoted(mailbox: str) -> str:
+    if not mailbox.isascii() or not mailbox.isprintable():
+        raise PermanentError(f"mailbox name {mailbox!r} must be printable ASCII")
+    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text(data: object) -> str:
+    if isinstance(data, list):
+        return " ".join(_text(item) for item in data if item is not None)
+    if isinstance(data, tuple):
+        return _text(list(data))
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data)
+
+
+def _require_ok(typ: str, data: object, what: str) -> None:
+    if typ != "OK":
+        raise TransientError(f"IMAP: {what} failed: {_text(data)}")
+
+
+def _reply_error(where: str, code: int, reply: bytes | str) -> TransientError | PermanentError:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    message = f"{where} answered {code} {text}"
+    return PermanentError(message) if 500 <= code < 600 else TransientError(message)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _problem(reference: str, problem: str, details: dict[str, str]) -> Incoming:
+    return Incoming(reference, b"", problem=problem, details=details)
+
+
+def _outer_details(raw: bytes) -> dict[str, str]:
+    """What the unsigned outer headers claim, for the operator only; nothing is decided on it."""
+    headers = BytesParser(policy=compat32).parsebytes(raw[: 64 * 1024], headersonly=True)
+    details = {"size": str(len(raw)), "encrypted": "no"}
+    for name in ("Message-ID", "From", "Subject", "Date"):
+        value = headers.get(name)
+        if value is not None:
+            details[name.lower()] = _header(str(value))
+    return details
+
+
+def _unpack(content: bytes) -> tuple[bytes, tuple[IncomingPart, ...]]:
+    """The envelope and the attachments of the signed multipart entity."""
+    entity = BytesParser(policy=compat32).parsebytes(content)
+    if not entity.is_multipart():
+        raise _Unusable(f"the signed content is {entity.get_content_type()}, not multipart")
+    envelopes: list[bytes] = []
+    attachments: list[IncomingPart] = []
+    seen: set[str] = set()
+    for index, part in enumerate(entity.get_payload(), start=1):
+        if not isinstance(part, Message):
+            raise _Unusable(f"part {index} of the signed content cannot be read")
+        raw_id = part.get("Content-ID")
+        file_name = part.get_filename()
+        if raw_id is None and file_name is not None and file_name.lower() == ENVELOPE:
+            envelopes.append(_decoded(part))
+            continue
+        if raw_id is None:
+            if part.get_content_maintype() in ("text", "multipart") and file_name is None:
+                continue  # a note for people reading the mail
+            raise _Unusable(
+                f"part {index} ({file_name or part.get_content_type()}) has no Content-ID; "
+                "attachments are matched to the envelope's manifest by Content-ID"
+            )
+        content_id = str(raw_id).strip().removeprefix("<").removesuffix(">").strip()
+        if not content_id:
+            raise _Unusable(f"part {index} has an empty Content-ID")
+        if content_id in seen:
+            raise _Unusable(f"two parts have the Content-ID <{content_id}>")
+        seen.add(content_id)
+        attachments.append(IncomingPart(content_id, part.get_content_type(), _decoded(part)))
+    if len(envelopes) != 1:
+        raise _Unusable(
+            f"the signed content holds {len(envelopes) or 'no'} {ENVELOPE} part"
+            f"{'s' if len(envelopes) != 1 else ''}; exactly one is expected"
+        )
+    return envelopes[0], tuple(attachments)
+
+
+def _decoded(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    if part.is_multipart() or not isinstance(data, bytes):
+        raise _Unusable(f"the part {part.get_filename() or ''} holds no data")
+    return data

@@ -1,0 +1,134 @@
+"""Evidences from a peer gateway: recognised only when the peer itself signed them.
+
+Used where a peer's evidence arrives: in the answer to our send (its
+Delivery) and later on its own (its Retrieval, once its authority collects
+the message). An evidence counts only if its XAdES signature is TOTAL-PASSED
+through the trust engine, its signing certificate is one the directory lists
+for that peer (``evidence_signers``), its issuer is that peer, and it speaks
+of this very message: the same message id and the SHA-256 of the envelope
+bytes we sent. Anything else is refused with the reason, and is not counted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from gateway.authorities import fingerprint
+from gateway.blobs import BlobStore
+from gateway.channels import PeerGateway
+from gateway.evidence import Evidence, EvidenceError, read_evidence
+from gateway.model import Direction, EvidenceType, IllegalTransition, Status
+from gateway.store import MessageStore
+from gateway.store_records import EvidenceRecord, Message, StoreError
+from signing.trust import TrustEngine
+
+# What each positive evidence of a peer moves an outbound message to, from where.
+ADVANCES: dict[EvidenceType, tuple[frozenset[Status], tuple[Status, ...]]] = {
+    EvidenceType.RELAY_ACCEPTANCE: (frozenset({Status.SENDING}), (Status.RELAYED,)),
+    EvidenceType.DELIVERY: (
+        frozenset({Status.SENDING, Status.RELAYED}), (Status.DELIVERED,),
+    ),
+    EvidenceType.RETRIEVAL: (frozenset({Status.DELIVERED}), (Status.RETRIEVED,)),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PeerEvidence:
+    evidence: Evidence
+    record: EvidenceRecord
+
+
+def recognise(
+    data: bytes,
+    peer: PeerGateway,
+    message: Message,
+    engine: TrustEngine | None,
+    blobs: BlobStore,
+) -> PeerEvidence:
+    """The peer's evidence about ``message``, kept as a blob; EvidenceError says why not."""
+    if engine is None:
+        raise EvidenceError("no trust anchors are configured: a peer's evidence cannot be checked")
+    if not peer.evidence_signers:
+        raise EvidenceError(
+            f"the authority directory lists no evidence_signers for gateway {peer.id}: "
+            "its evidences cannot be recognised"
+        )
+    verified = read_evidence(data, engine, expect_issuer=peer.id)
+    cert = verified.signing_cert
+    if cert is None or fingerprint(cert) not in peer.evidence_signers:
+        found = fingerprint(cert) if cert is not None else "no certificate"
+        raise EvidenceError(
+            f"the evidence is signed with {found}, which is not an evidence signer of "
+            f"gateway {peer.id}"
+        )
+    evidence = verified.evidence
+    if evidence.message.message_id != message.message_id:
+        raise EvidenceError(
+            f"the evidence speaks of message {evidence.message.message_id}, "
+            f"not {message.message_id}"
+        )
+    if evidence.message.sha256_hex != message.envelope_sha256:
+        raise EvidenceError(
+            "the evidence speaks of other envelope bytes than those sent "
+            f"({evidence.message.sha256_hex}, not {message.envelope_sha256})"
+        )
+    blob = blobs.put(data)
+    record = EvidenceRecord(
+        evidence.evidence_id, evidence.type, evidence.event_time, blob.sha256,
+        message.envelope_sha256,
+    )  # fmt: skip
+    return PeerEvidence(evidence, record)
+
+
+class PeerEvidenceRefused(Exception):
+    """A peer's evidence that is not taken; ``status`` is the HTTP answer to give."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def accept_from_peer(
+    store: MessageStore,
+    engine: TrustEngine | None,
+    peer: PeerGateway,
+    message_id: str,
+    data: bytes,
+) -> tuple[PeerEvidence, bool]:
+    """A peer's later evidence (its Retrieval) about a message we sent it: kept, status moved.
+
+    Returns the evidence and whether it was new (a repeat changes nothing).
+    """
+    message = store.message(message_id)
+    sent_to = _sent_to_gateway(message) if message is not None else None
+    if message is None or message.direction is not Direction.OUTBOUND or sent_to != peer.id:
+        raise PeerEvidenceRefused(404, f"no message {message_id} was sent to gateway {peer.id}")
+    try:
+        found = recognise(data, peer, message, engine, store.blobs)
+    except EvidenceError as exc:
+        raise PeerEvidenceRefused(422, str(exc)) from None
+    advance = ADVANCES.get(found.evidence.type)
+    statuses: tuple[Status, ...] = ()
+    if advance is not None and message.status in advance[0]:
+        statuses = advance[1]
+    elif advance is not None and message.status not in advance[1]:
+        raise PeerEvidenceRefused(
+            409,
+            f"a {found.evidence.type.value} evidence cannot apply to message {message_id} "
+            f"in status {message.status.value}",
+        )
+    try:
+        new = store.record_peer_evidence(
+            message_id, found.record, statuses, actor=f"gateway:{peer.id}"
+        )
+    except (StoreError, IllegalTransition) as exc:
+        raise PeerEvidenceRefused(409, str(exc)) from None
+    return found, new
+
+
+def _sent_to_gateway(message: Message) -> str | None:
+    if message.route is None:
+        return None
+    channel = json.loads(message.route).get("channel", {})
+    return str(channel.get("gateway")) if channel.get("kind") == "gateway" else None
