@@ -270,12 +270,11 @@ def retrieve(message_id: str) -> Response:
 
 
 @api.post("/messages/<message_id>/evidences")
-def peer_evidence() -> Response:
+def peer_evidence(message_id: str) -> Response:
     """A peer gateway's signed evidence about a message we sent it (its Retrieval)."""
     from .peer_evidence import PeerEvidenceRefused, accept_from_peer
 
     peer: PeerGateway | None = g.peer
-    message_id = request.view_args["message_id"] if request.view_args else ""
     if peer is None:
         return problem(403, "Forbidden", "only a peer gateway posts evidences")
     limit = 1024 * 1024

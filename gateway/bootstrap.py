@@ -39,7 +39,7 @@ def ensure_development_setup(settings: Settings) -> Settings:
         raise SettingsError("the development setup is for mode = development only")
     data_dir = settings.data_dir
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pki_dir = data_dir / "pki"
+    pki_dir = settings.pki_dir or data_dir / "pki"
     pki = load_dev_pki(pki_dir) if (pki_dir / INDEX).exists() else create_dev_pki(pki_dir)
 
     gateway_id = settings.gateway_id or DEFAULT_GATEWAY
@@ -95,7 +95,7 @@ def _write_demo_directory(pki: DevPKI, path: Path, tokens_path: Path) -> None:
         *(f"{authority_id} {token}" for authority_id, token in tokens.items()),
     ]
     # Tokens first: a directory whose tokens nobody was shown would lock everyone out.
-    _write_atomically(tokens_path, "\n".join(lines) + "\n", mode=0o600)
+    write_atomically(tokens_path, "\n".join(lines) + "\n", mode=0o600)
     blocks = ["# The authority directory of this development gateway (see docs/operations.md).\n"]
     for authority in DEMO_AUTHORITIES:
         fields: dict[str, str | list[str]] = {
@@ -110,7 +110,7 @@ def _write_demo_directory(pki: DevPKI, path: Path, tokens_path: Path) -> None:
             fields["tls_client_certificates"] = [fingerprint(pki.cert(client))]
         body = "".join(f"{key} = {_toml(value)}\n" for key, value in fields.items())
         blocks.append(f"[[authority]]\n{body}")
-    _write_atomically(path, "\n".join(blocks), mode=0o644)
+    write_atomically(path, "\n".join(blocks), mode=0o644)
 
 
 def _toml(value: str | list[str]) -> str:
@@ -118,7 +118,7 @@ def _toml(value: str | list[str]) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _write_atomically(path: Path, text: str, *, mode: int) -> None:
+def write_atomically(path: Path, text: str, *, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

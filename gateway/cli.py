@@ -320,6 +320,72 @@ def serve(
 
 
 @main.command()
+@click.option("--dev", is_flag=True, help="Development mode, as for serve.")
+@click.option(
+    "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), help="Data folder."
+)
+@click.option("--once", is_flag=True, help="Stop once the outbox holds nothing due.")
+@click.option("--batch", type=int, help="Rows claimed per turn (default: dispatch_batch).")
+@click.option("--concurrency", type=int, help="Sends in parallel (default: dispatch_concurrency).")
+def worker(
+    dev: bool, data_dir: Path | None, once: bool, batch: int | None, concurrency: int | None
+) -> None:
+    """Send queued messages through their channels and poll the pull channels.
+
+    Retries transient failures with exponential backoff and jitter, fails a
+    message with its reason on a permanent error or when its attempts run
+    out, and resumes after a crash without losing or double-sending. Several
+    workers may share one database. Prints a line per outcome.
+    """
+    import signal
+    import threading
+
+    with plain_errors():
+        from .app import prepare_settings
+        from .services import build_services
+        from .settings import load_settings
+        from .worker import Worker
+
+        settings = load_settings()
+        changes: dict[str, Any] = {}
+        if dev:
+            changes["mode"] = "development"
+        if data_dir is not None:
+            changes["data_dir"] = data_dir
+        settings = prepare_settings(settings.replace(**changes) if changes else settings)
+        services = build_services(settings)
+        options: dict[str, Any] = {}
+        if batch is not None:
+            options["batch"] = batch
+        if concurrency is not None:
+            options["concurrency"] = concurrency
+        dispatcher = services.dispatcher(**options)
+        poller = services.poller()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo(
+        f"worker of gateway {settings.gateway_id}: batch {dispatcher.batch}, "
+        f"concurrency {dispatcher.concurrency}, {len(poller.sources) if poller else 0} "
+        "pull channel(s)",
+        err=True,
+    )
+    runner = Worker(
+        dispatcher, poller, poll_seconds=settings.poll_seconds,
+        report=lambda line: click.echo(line), after_turn=services.maybe_checkpoint,
+    )  # fmt: skip
+    try:
+        totals = runner.run(stop, once=once)
+    finally:
+        services.close()
+    click.echo(
+        f"sent {totals.sent}, retried {totals.retried}, failed {totals.failed}, "
+        f"received {totals.received}, refused {totals.refused}",
+        err=True,
+    )
+
+
+@main.command()
 @click.argument("message_id")
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, path_type=Path),

@@ -8,6 +8,7 @@ Nothing here runs at import time.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from signing.keys import Signer, load_signer
 from signing.timestamp import HttpTimeStamper, TimeStamper
@@ -21,6 +22,10 @@ from .intake import IntakeService
 from .settings import Settings, SettingsError
 from .store import MessageStore
 from .verification import build_engine
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+    from .poller import Poller
 
 
 @dataclass
@@ -68,6 +73,44 @@ class Services:
             self.store, self.blobs, self.signer, self.intake.issuer, message_id, authority,
             timestamper=self.timestamper,
         )  # fmt: skip
+
+    def dispatcher(self, **options: Any) -> Dispatcher:
+        """The outbox's dispatcher with the real adapters; ``options`` override the settings."""
+        from datetime import timedelta
+
+        from .dispatcher import Dispatcher
+        from .outbox import Backoff
+        from .transports import GatewayTransports
+
+        settings = self.settings
+        config: dict[str, Any] = {
+            "backoff": Backoff(
+                base_seconds=settings.dispatch_backoff_seconds,
+                cap_seconds=settings.dispatch_backoff_cap_seconds,
+                max_attempts=settings.dispatch_max_attempts,
+            ),
+            "batch": settings.dispatch_batch,
+            "concurrency": settings.dispatch_concurrency,
+            "lease": timedelta(seconds=settings.dispatch_lease_seconds),
+            "timestamper": self.timestamper,
+        }
+        config.update(options)
+        transports = config.pop("transports", None) or GatewayTransports(settings, self.directory)
+        return Dispatcher(
+            self.store, self.blobs, self.directory, self.engine, self.signer,
+            self.intake.issuer, transports, **config,
+        )  # fmt: skip
+
+    def poller(self) -> Poller | None:
+        """The polls of the pull channels configured here, or None if there are none."""
+        from .transports import pull_sources
+
+        sources = pull_sources(self.settings, self.directory)
+        if not sources:
+            return None
+        from .poller import Poller
+
+        return Poller(self.intake, self.audit, self.blobs, sources)
 
     def close(self) -> None:
         self.db.dispose()

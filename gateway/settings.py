@@ -61,6 +61,8 @@ class Settings:
     # TLS is terminated by a reverse proxy on this machine: listen in plain HTTP on loopback.
     plain_http: bool = False
     authorities_file: Path | None = None
+    # Development mode: where the development PKI lives (default <data_dir>/pki).
+    pki_dir: Path | None = None
     trust_anchors: tuple[Path, ...] = ()
     revocation: RevocationPolicy = RevocationPolicy.HARD
     tsa_url: str | None = None
@@ -400,6 +402,7 @@ _CONVERTERS: dict[str, Callable[[object, Path | None], Any]] = {
     "tls_client_ca": _path,
     "plain_http": _boolean,
     "authorities_file": _path,
+    "pki_dir": _path,
     "trust_anchors": _paths,
     "revocation": _revocation,
     "port": _port,

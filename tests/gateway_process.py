@@ -49,10 +49,20 @@ def _group_alive(pgid: int) -> bool:
 class GatewayProcess:
     """One gateway on ``data_dir``; start, kill and restart it as often as needed."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        ca_file: Path | None = None,
+    ):
         self.data_dir = data_dir
         self.workers = workers
         self.extra_env = env or {}
+        self.fixed_port = port
+        self._ca_file = ca_file
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-gateway.log"
@@ -63,7 +73,7 @@ class GatewayProcess:
 
     @property
     def ca_file(self) -> Path:
-        return self.data_dir / "pki" / "root-ca.pem"
+        return self._ca_file or self.data_dir / "pki" / "root-ca.pem"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROGATORY_")}
@@ -77,7 +87,7 @@ class GatewayProcess:
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         if self.process is not None:
             raise RuntimeError("the gateway is running already")
-        self.port = free_port()
+        self.port = self.fixed_port or free_port()
         command = [
             sys.executable, "-m", "gateway", "serve", "--dev", "--data", str(self.data_dir),
             "--port", str(self.port), "--workers", str(self.workers),
