@@ -153,6 +153,7 @@ def test_a_resend_after_a_crash_is_answered_with_the_first_evidence_and_delivere
 
     dead = es.dispatcher(lease=timedelta(seconds=-1), owner="dead-worker")
     [claim] = dead.outbox.claim("dead-worker", 1, timedelta(seconds=-1))
+    assert claim.attempt == 1
     outgoing = dead._outgoing(es.services.store.message(message_id))  # type: ignore[arg-type]
     first = dead.transports.adapter(
         es.services.directory.get("AR-MJ").channels[0]  # type: ignore[union-attr]
