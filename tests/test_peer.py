@@ -240,3 +240,95 @@ def test_a_peer_may_not_read_messages_nor_speak_for_authorities_it_does_not_serv
         assert answer.json()["type"].endswith("sender-not-of-peer")
     finally:
         client.close()
+
+
+class _FakePeer:
+    """An HTTPS server on gw-ar's port with gw-ar's TLS certificate that answers every post
+    with 202 and the body it is given: the peer that answers with a bad evidence."""
+
+    def __init__(self, base: Path, port: int, answer: bytes) -> None:
+        import http.server
+        import ssl
+        import threading
+
+        body = answer
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(202)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        pki = load_dev_pki(base / "pki")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki.cert_path("gw-ar"), pki.key_path("gw-ar"))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _FakePeer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _forged_delivery(base: Path, message_id: str, envelope_sha256: str, signer: str) -> bytes:
+    from gateway.evidence import GatewayRef, MessageRef, build_evidence, sign_evidence
+
+    ref = MessageRef(envelope_sha256, message_id, None, "ES-MJ", "AR-MJ")
+    issuer = GatewayRef("gw-ar", "Rogatory development gateway (gw-ar)", "AR")
+    evidence = build_evidence(EvidenceType.DELIVERY, ref, issuer)
+    return sign_evidence(evidence, load_dev_pki(base / "pki").signer(signer))
+
+
+@pytest.mark.parametrize(
+    ("case", "why"),
+    [
+        ("unsigned", "signature"),
+        ("wrong-signer", "not an evidence signer of gateway gw-ar"),
+        ("tampered", "signature"),
+        ("not-xml", "without a valid evidence"),
+    ],
+)
+def test_a_peer_answering_with_an_invalid_or_unsigned_evidence_is_not_counted_as_delivered(
+    pair: Pair, case: str, why: str
+) -> None:
+    from gateway.evidence import evidence_xml, read_evidence
+
+    es, ar = pair.es, pair.ar
+    message_id = _post(es, demo_messages.request(with_attachments=False), "ES-MJ", pair.base)
+    message = es.services.store.message(message_id)
+    assert message is not None
+    # What the real gw-ar would sign, but spoiled in one way.
+    genuine = _forged_delivery(pair.base, message_id, message.envelope_sha256, "gw-ar-evidence")
+    answers = {
+        "unsigned": evidence_xml(
+            read_evidence(genuine, es.services.engine).evidence  # type: ignore[arg-type]
+        ),
+        "wrong-signer": _forged_delivery(pair.base, message_id, message.envelope_sha256, "AR-MJ"),
+        "tampered": genuine.replace(b">Delivery<", b">Retrieval<"),
+        "not-xml": b"OK, got it",
+    }
+    ar.process.stop()
+    try:
+        with _FakePeer(pair.base, ar.member.port, answers[case]):
+            stats = es.dispatcher().run_once()
+    finally:
+        ar.process.start()
+    assert stats.retried == 1, stats.outcomes
+    assert es.status(message_id) is Status.WAITING_FOR_RETRY
+    reason = es.services.store.history(message_id)[-1].reason or ""
+    assert "gw-ar answered without a valid evidence" in reason and why in reason
+    assert EvidenceType.DELIVERY not in _kinds(es, message_id)
+    # The real peer, back, is answered properly: delivered once.
+    assert es.dispatcher().run_once().sent == 1
+    assert es.status(message_id) is Status.DELIVERED
