@@ -325,9 +325,9 @@ class EmailAdapter:
         for uid in uids:
             reference = f"{self._uidvalidity}:{uid}"
             with self._imap_errors():
-                raw = self._body(connection, uid, config.max_message_bytes)
-                size = len(raw) if raw is not None else self._size(connection, uid)
-            if size > config.max_message_bytes or raw is None:
+                size = self._size(connection, uid)
+                raw = self._body(connection, uid, size, config.max_message_bytes)
+            if raw is None:
                 yield _problem(
                     reference,
                     f"the mail of {size} bytes is larger than the limit of "
@@ -371,14 +371,15 @@ class EmailAdapter:
 
     def _open(self, reference: str, raw: bytes) -> Incoming:
         """Decrypt, verify and unpack one mail; every failure is a problem, never an exception."""
-        details = _outer_details(raw)
+        details = {"size": str(len(raw)), "encrypted": "no"}
         try:
+            details.update(_outer_details(raw))
             if classify(raw) is SmimeKind.ENVELOPED:
                 details["encrypted"] = "yes"
                 try:
                     raw = decrypt_smime(raw, self.signer.key, self.signer.cert)
                 except SmimeError as exc:
-                    return _problem(reference, f"the mail cannot be decrypted: {exc}", details)
+                    return _problem(reference, str(exc), details)
             verified = verify_smime(raw, self.engine)
             details["verdict"] = verified.verdict.indication.value
             if verified.signer is not None:
@@ -464,9 +465,9 @@ class EmailAdapter:
                 return int(found.group(1))
         raise TransientError(f"the IMAP server did not tell the size of mail {uid}")
 
-    def _body(self, connection: imaplib.IMAP4, uid: int, limit: int) -> bytes | None:
-        """The whole mail, read no further than ``limit`` bytes (None when it is longer)."""
-        if self._size(connection, uid) > limit:
+    def _body(self, connection: imaplib.IMAP4, uid: int, size: int, limit: int) -> bytes | None:
+        """The whole mail, never more than ``limit`` bytes of it (None when it is longer)."""
+        if size > limit:
             return None
         typ, data = connection.uid("FETCH", str(uid), f"(BODY.PEEK[]<0.{limit + 1}>)")
         for item in data if typ == "OK" else []:
@@ -527,7 +528,7 @@ def _problem(reference: str, problem: str, details: dict[str, str]) -> Incoming:
 def _outer_details(raw: bytes) -> dict[str, str]:
     """What the unsigned outer headers claim, for the operator only; nothing is decided on it."""
     headers = BytesParser(policy=compat32).parsebytes(raw[: 64 * 1024], headersonly=True)
-    details = {"size": str(len(raw)), "encrypted": "no"}
+    details: dict[str, str] = {}
     for name in ("Message-ID", "From", "Subject", "Date"):
         value = headers.get(name)
         if value is not None:

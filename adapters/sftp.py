@@ -42,7 +42,7 @@ import socket
 import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ ANSWERED = {"accepted": "processed", "rejected": "rejected"}
 CHUNK = 256 * 1024  # read from the local attachment, written in 32 KiB SFTP requests
 MAX_NAME_BYTES = 255
 MAX_SUFFIX = 1000  # names tried in processed/ or rejected/ before giving up
+# What a server, the network or paramiko's SFTP client raise; _remote() translates them.
+REMOTE_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
 
 
 def unsafe_name(name: str) -> str | None:
@@ -263,7 +265,7 @@ class SftpAdapter:
                     self._leftovers.add(temp)
                     return
                 log.warning("%s: could not remove %s: %s", self.where, temp, _reason(error))
-        except (EOFError, paramiko.SSHException):
+        except (EOFError, paramiko.SSHException, paramiko.SFTPError):
             self._leftovers.add(temp)
             return
         self._leftovers.discard(temp)
@@ -415,7 +417,8 @@ class SftpAdapter:
         sftp, transport = self._sftp, self._transport
         self._sftp = self._transport = None
         if sftp is not None:
-            sftp.close()
+            with suppress(*REMOTE_ERRORS):  # saying goodbye on a dead connection fails
+                sftp.close()
         if transport is not None:
             transport.close()
 
@@ -431,7 +434,7 @@ class SftpAdapter:
             if isinstance(error, TransientError):
                 self.close()
             raise
-        except (OSError, EOFError, paramiko.SSHException) as error:
+        except REMOTE_ERRORS as error:
             alive = self._alive()
             self.close()  # the next call starts on a fresh connection
             where = f"{self.where} ({doing})"

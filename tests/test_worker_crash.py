@@ -1,4 +1,4 @@
-"""`rogatory worker` SIGKILLed at random points while sending: nothing lost, nothing delivered twice.
+"""`rogatory worker` SIGKILLed at random points: nothing lost, nothing delivered twice.
 
 Two real gateways (gateway.pair). Messages are posted to gw-es; a real
 worker process sends them to gw-ar and is killed at random moments, then
