@@ -366,7 +366,7 @@ def _channel(table: object, where: str, base: Path) -> Channel:
             accepts=accepts,
         )
     port = table.get("port", 22)
-    if not isinstance(port, int) or not 0 < port < 65536:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise AuthorityDirectoryError(f"{where}: port must be a number from 1 to 65535")
     host_key = _string(table, "host_key", where)
     if len(host_key.split()) < 2:

@@ -1,14 +1,18 @@
-"""The demo: one gateway on the embedded default, a request sent, collected and recorded.
+"""The demo: two gateways on the embedded default exchange a request and its reply.
 
-It starts a real gateway (gunicorn, TLS) in development mode on a free port,
-posts a signed example request with its attachments as one central authority,
-collects it as the recipient, shows a tampered copy refused, prints the
-message's history and evidences, fetches its written record and verifies the
-audit trail offline. Exit code 0 when every step came out as expected.
+It starts two development gateways (gunicorn, TLS, SQLite) for two demo
+countries, gw-es serving ES-MJ and gw-ar serving AR-MJ, each with its
+``rogatory worker``. ES-MJ posts a signed request with attachments to gw-es,
+which sends it to gw-ar over mutual TLS; AR-MJ collects it and sends the
+execution result back, which returns by the channel the request came by.
+It prints each message's status history and evidences on both sides, checks
+the written record and verifies both audit trails offline. Exit code 0 when
+every step came out as expected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,6 +29,7 @@ from lxml import etree
 from schemas import ENVELOPE_NS, examples_dir
 
 from .client import GatewayClient
+from .pair import Member
 from .settings import Settings
 
 _STEP_OK = click.style("ok", fg="green")
@@ -85,40 +90,52 @@ class _Steps:
 
 def run_demo(data_dir: Path) -> int:
     """Run the demo with its data under ``data_dir``; 0 when every step was as expected."""
-    from signing.xades_sign import sign_xml
+    from .pair import prepare_pair
 
-    from .bootstrap import read_demo_tokens
-    from .pki import load_dev_pki
-
-    gateway_dir = data_dir / "gateway"
-    port = _free_port()
-    url = f"https://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "gateway", "serve", "--dev", "--data", str(gateway_dir)]
-    command += ["--port", str(port), "--workers", "2"]
-    click.echo(f"Rogatory demo: a development gateway on {url} (data in {gateway_dir})")
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    es, ar = prepare_pair(data_dir, (_free_port(), _free_port()))
+    ca = data_dir / "pki" / "root-ca.pem"
+    click.echo("Rogatory demo: two development gateways on localhost")
+    for member in (es, ar):
+        click.echo(
+            f"  {member.gateway_id} ({member.country}) on {member.url}, serving "
+            f"{member.authority_id}; data in {member.data_dir}"
+        )
     steps = _Steps()
+    processes: list[subprocess.Popen[bytes]] = []
+    logs = []
     try:
-        ca = gateway_dir / "pki" / "root-ca.pem"
-        _wait_until(lambda: ca.exists(), process)
-        _wait_ready(url, ca, process)
-        steps.check("gateway started (gunicorn, TLS, SQLite, development PKI)", True)
-        pki = load_dev_pki(gateway_dir / "pki")
-        tokens = read_demo_tokens(gateway_dir)
-        signer = pki.signer("ES-MJ")
-        envelope, attachments, message_id = _fresh_request()
-        signed = sign_xml(envelope, signer)
-        _exchange(url, ca, tokens, signed, attachments, message_id, steps, data_dir)
+        for member in (es, ar):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("ROGATORY_")}
+            env["ROGATORY_CONFIG"] = str(member.config_file)
+            for role, args in (("gateway", ["serve", "--workers", "2"]), ("worker", ["worker"])):
+                log = (data_dir / f"{member.gateway_id}-{role}.log").open("wb")
+                logs.append(log)
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "gateway", *args], env=env, stdout=log,
+                        stderr=subprocess.STDOUT, start_new_session=True,
+                    )
+                )  # fmt: skip
+        for member, process in ((es, processes[0]), (ar, processes[2])):
+            _wait_ready(member.url, ca, process)
+        steps.check("both gateways and their workers started (gunicorn, TLS, SQLite)", True)
+        _conversation(es, ar, ca, steps, data_dir)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
-    steps.check("gateway stopped", process.returncode is not None)
-    _audit_offline(gateway_dir, steps)
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for log in logs:
+            log.close()
+    steps.check("gateways and workers stopped", all(p.returncode is not None for p in processes))
+    for member in (es, ar):
+        _audit_offline(member.settings, steps)
     colour = "green" if steps.ok else "red"
     verdict = "every step as expected" if steps.ok else "some steps were unexpected"
     click.secho(f"\ndemo complete: {verdict}", fg=colour, bold=True)
@@ -134,42 +151,49 @@ def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes]) -> 
         time.sleep(0.1)
 
 
-def _exchange(
-    url: str,
-    ca: Path,
-    tokens: dict[str, str],
-    signed: bytes,
-    attachments: list[tuple[str, str, bytes]],
-    message_id: str,
-    steps: _Steps,
-    data_dir: Path,
-) -> None:
-    spain = GatewayClient(url, token=tokens["ES-MJ"], ca_file=ca)
-    argentina = GatewayClient(url, token=tokens["AR-MJ"], ca_file=ca)
+def _conversation(es: Member, ar: Member, ca: Path, steps: _Steps, data_dir: Path) -> None:
+    from signing.xades_sign import sign_xml
+
+    from . import demo_messages
+    from .pki import load_dev_pki
+
+    pki = load_dev_pki(data_dir / "pki")
+    spain = GatewayClient(es.url, token=es.token, ca_file=ca)
+    argentina = GatewayClient(ar.url, token=ar.token, ca_file=ca)
     try:
-        reply = spain.submit(signed, attachments)
+        request = demo_messages.request()
+        signed = sign_xml(request.envelope, pki.signer(es.authority_id))
+        message_id = request.message_id
+        reply = spain.submit(signed, request.attachments)
         steps.check(
-            f"ES-MJ posts a signed MLA request to AR-MJ with {len(attachments)} attachments",
+            f"ES-MJ posts a signed MLA request for AR-MJ to {es.gateway_id}, "
+            f"with {len(request.attachments)} attachments",
             reply.status == 202 and b"SubmissionAcceptance" in reply.body,
-            f"HTTP {reply.status}, SubmissionAcceptance evidence signed by the gateway",
+            f"HTTP {reply.status}, SubmissionAcceptance evidence signed by {es.gateway_id}",
         )
-        replay = spain.submit(signed, attachments)
+        replay = spain.submit(signed, request.attachments)
         steps.check(
             "posting it again returns the first answer, byte for byte",
             replay.status == reply.status and replay.body == reply.body,
         )
         # A new message id written into the signed bytes: the signature no longer holds.
         tampered = signed.replace(message_id.encode(), str(uuid.uuid4()).encode())
-        refused = spain.submit(tampered, attachments)
+        refused = spain.submit(tampered, request.attachments)
         problem = refused.json() if refused.content_type.startswith("application/problem") else {}
         steps.check(
             "a copy changed after signing is refused with a signed rejection",
             400 <= refused.status < 500 and "SubmissionRejection" in problem.get("evidence", ""),
             f"HTTP {refused.status}: {problem.get('detail', '')[:100]}",
         )
+        delivered = _wait_status(spain, message_id, "delivered")
+        steps.check(
+            f"{es.gateway_id}'s worker sends it to {ar.gateway_id} (mutual TLS); "
+            f"{ar.gateway_id} answers with a signed Delivery",
+            delivered,
+        )
         inbox = argentina.inbox().json()["messages"]
         steps.check(
-            "AR-MJ finds it in its inbox",
+            f"AR-MJ finds it in its inbox on {ar.gateway_id}",
             [m["message_id"] for m in inbox].count(message_id) == 1,
         )
         collected = argentina.collect(message_id)
@@ -177,18 +201,63 @@ def _exchange(
             "AR-MJ collects it: a Retrieval evidence",
             collected.status == 200 and b"Retrieval" in collected.body,
         )
-        status = spain.message(message_id).json()
-        history = " -> ".join(h["status"] for h in status["history"])
-        evidences = ", ".join(e["type"] for e in status["evidences"])
         steps.check(
-            "ES-MJ reads the status history and evidences",
-            status["status"] == "retrieved",
-            f"history: {history}\nevidences: {evidences}",
+            f"the Retrieval travels back: the request is retrieved on {es.gateway_id}",
+            _wait_status(spain, message_id, "retrieved"),
         )
+        answer = demo_messages.reply(request)
+        answer_signed = sign_xml(answer.envelope, pki.signer(ar.authority_id))
+        posted = argentina.submit(answer_signed)
+        steps.check(
+            f"AR-MJ posts the execution result (in reply to the request) to {ar.gateway_id}",
+            posted.status == 202,
+            f"HTTP {posted.status}",
+        )
+        steps.check(
+            "it goes back by the channel the request came by, and is delivered",
+            _wait_status(argentina, answer.message_id, "delivered"),
+        )
+        got = spain.collect(answer.message_id)
+        steps.check(
+            "ES-MJ collects the result; its Retrieval travels back",
+            got.status == 200 and _wait_status(argentina, answer.message_id, "retrieved"),
+        )
+        for title, client, which in (
+            (f"the request on {es.gateway_id}", spain, message_id),
+            (f"the request on {ar.gateway_id}", argentina, message_id),
+            (f"the execution result on {ar.gateway_id}", argentina, answer.message_id),
+            (f"the execution result on {es.gateway_id}", spain, answer.message_id),
+        ):
+            _show(title, client, which, steps)
         _record(spain, message_id, steps, data_dir)
     finally:
         spain.close()
         argentina.close()
+
+
+def _wait_status(client: GatewayClient, message_id: str, status: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = client.message(message_id)
+        if answer.status == 200 and answer.json()["status"] == status:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _show(title: str, client: GatewayClient, message_id: str, steps: _Steps) -> None:
+    answer = client.message(message_id)
+    if answer.status != 200:
+        steps.check(f"status history of {title}", False, f"HTTP {answer.status}")
+        return
+    status = answer.json()
+    history = " -> ".join(h["status"] for h in status["history"])
+    evidences = ", ".join(e["type"] for e in status["evidences"])
+    steps.check(
+        f"status history and evidences of {title}",
+        True,
+        f"{status['direction']}: {history}\nevidences: {evidences}",
+    )
 
 
 def _record(client: GatewayClient, message_id: str, steps: _Steps, data_dir: Path) -> None:
@@ -200,7 +269,7 @@ def _record(client: GatewayClient, message_id: str, steps: _Steps, data_dir: Pat
     reply = client.request("GET", f"/api/v1/messages/{message_id}/record")
     path = data_dir / f"record-{message_id}.pdf"
     path.write_bytes(reply.body)
-    pki = load_dev_pki(data_dir / "gateway" / "pki")
+    pki = load_dev_pki(data_dir / "pki")
     engine = TrustEngine(TrustPolicy(anchors=(pki.root(),), allow_fetching=False))
     report = verify_pdf(reply.body, engine, path=str(path))
     steps.check(
@@ -210,7 +279,7 @@ def _record(client: GatewayClient, message_id: str, steps: _Steps, data_dir: Pat
     )
 
 
-def _audit_offline(gateway_dir: Path, steps: _Steps) -> None:
+def _audit_offline(settings: Settings, steps: _Steps) -> None:
     from signing.keys import load_signer
 
     from .audit import AuditLog
@@ -218,7 +287,6 @@ def _audit_offline(gateway_dir: Path, steps: _Steps) -> None:
     from .checkpoint import load_public_key
     from .db import Database
 
-    settings = _gateway_settings(gateway_dir)
     assert settings.signing_key is not None and settings.signing_cert is not None
     cert_pem = settings.signing_cert.read_bytes()
     signer = load_signer(settings.signing_key.read_bytes(), cert_pem)
@@ -228,13 +296,6 @@ def _audit_offline(gateway_dir: Path, steps: _Steps) -> None:
         report = verify_store(db, load_public_key(cert_pem))
     finally:
         db.dispose()
-    steps.check("the audit trail verifies offline", report.ok, report.summary())
-
-
-def _gateway_settings(gateway_dir: Path) -> Settings:
-    """The settings the demo gateway ran with (development mode, its data folder)."""
-    from .app import prepare_settings
-    from .settings import load_settings
-
-    env = {"ROGATORY_MODE": "development", "ROGATORY_DATA_DIR": str(gateway_dir)}
-    return prepare_settings(load_settings(env=env))
+    steps.check(
+        f"the audit trail of {settings.gateway_id} verifies offline", report.ok, report.summary()
+    )

@@ -99,20 +99,27 @@ def decide(facts: Facts, recipient: Authority | None) -> Route | NoRoute:
         )
     came_by = find_channel(recipient, facts.arrived_via) if facts.arrived_via else None
     refusals: list[str] = []
+    came_by_refused: str | None = None  # why the conversation's channel does not take it
     if came_by is not None and facts.override in (None, came_by.kind):
         refused = came_by.accepts.refuses(facts.request_type, facts.language)
         if refused is None:
             return Route(recipient.id, came_by, "the channel the request came by")
-        refusals.append(f"{describe(came_by)} {refused}")
+        came_by_refused = f"{describe(came_by)} {refused}"
+        refusals.append(came_by_refused)
     for channel in recipient.channels:
         if facts.override is not None and channel.kind != facts.override:
             continue
+        if came_by_refused is not None and channel == came_by:
+            continue  # judged above
         refused = channel.accepts.refuses(facts.request_type, facts.language)
         if refused is not None:
             refusals.append(f"{describe(channel)} {refused}")
             continue
         if came_by is not None and channel != came_by:
-            why = f"the sender asked for {channel.kind} instead of {describe(came_by)}"
+            if came_by_refused is not None:
+                why = f"the channel the request came by does not take it: {came_by_refused}"
+            else:
+                why = f"the sender asked for {channel.kind} instead of {describe(came_by)}"
             return Route(recipient.id, channel, why, notice_by=came_by)
         why = "the sender's choice" if facts.override else "the recipient's preferred channel"
         return Route(recipient.id, channel, why)
