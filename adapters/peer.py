@@ -23,6 +23,7 @@ import http.client
 import json
 import secrets
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -36,7 +37,7 @@ _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class PeerAdapter:
-    """Sends to one peer gateway; one connection per call (safe to share between threads)."""
+    """Sends to one peer gateway; a keep-alive connection per thread (safe to share)."""
 
     def __init__(
         self,
@@ -60,6 +61,9 @@ class PeerAdapter:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(str(client_cert), str(client_key))
         self._context = context
+        self._local = threading.local()
+        self._open: set[http.client.HTTPSConnection] = set()
+        self._lock = threading.Lock()
 
     # --- the interface ---
 
@@ -91,31 +95,37 @@ class PeerAdapter:
         raise self._refusal(status, media_type, data, f"an evidence about {message_id}")
 
     def close(self) -> None:
-        pass
+        """Close every kept-alive connection, whichever thread opened it."""
+        with self._lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            connection.close()
 
     # --- HTTP ---
 
     def _post(
         self, path: str, body: Iterator[bytes], content_type: str, length: int
     ) -> tuple[int, str, bytes, str | None]:
-        connection = http.client.HTTPSConnection(
-            self.host, self.port, context=self._context, timeout=self.timeout
-        )
+        connection = self._connection()
+        keep = False
         try:
-            try:
-                connection.connect()
-            except ssl.SSLCertVerificationError as exc:
-                raise PermanentError(
-                    f"gateway {self.peer.id} at {self.host}:{self.port}: its TLS certificate "
-                    f"is not trusted: {exc.verify_message or exc}"
-                ) from None
-            self._check_pin(connection)
             headers = {"Content-Type": content_type, "Content-Length": str(length)}
-            connection.request("POST", self.base_path + path, body=body, headers=headers)
+            try:
+                connection.request("POST", self.base_path + path, body=body, headers=headers)
+            except (ConnectionError, http.client.HTTPException):
+                # A kept-alive connection the peer closed meanwhile: once more on a new one.
+                if not getattr(self._local, "reused", False):
+                    raise
+                connection.close()
+                with self._lock:
+                    self._open.discard(connection)
+                connection = self._connection(fresh=True)
+                connection.request("POST", self.base_path + path, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read(16 * 1024 * 1024 + 1)
             if len(data) > 16 * 1024 * 1024:
                 raise TransientError(f"gateway {self.peer.id}: answer larger than 16 MiB")
+            keep = not response.will_close
             return (
                 response.status,
                 response.getheader("Content-Type", "") or "",
@@ -128,7 +138,39 @@ class PeerAdapter:
                 f"{exc.__class__.__name__}: {exc}"
             ) from None
         finally:
-            connection.close()
+            if not keep:
+                connection.close()
+                self._local.connection = None
+                with self._lock:
+                    self._open.discard(connection)
+
+    def _connection(self, *, fresh: bool = False) -> http.client.HTTPSConnection:
+        """This thread's connection, opened (and its certificate checked) if need be."""
+        connection: http.client.HTTPSConnection | None = getattr(self._local, "connection", None)
+        if connection is not None and not fresh:
+            self._local.reused = True
+            return connection
+        self._local.reused = False
+        connection = http.client.HTTPSConnection(
+            self.host, self.port, context=self._context, timeout=self.timeout
+        )
+        try:
+            connection.connect()
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentError(
+                f"gateway {self.peer.id} at {self.host}:{self.port}: its TLS certificate "
+                f"is not trusted: {exc.verify_message or exc}"
+            ) from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise TransientError(
+                f"gateway {self.peer.id} at {self.host}:{self.port} could not be reached: "
+                f"{exc.__class__.__name__}: {exc}"
+            ) from None
+        self._check_pin(connection)
+        self._local.connection = connection
+        with self._lock:
+            self._open.add(connection)
+        return connection
 
     def _check_pin(self, connection: http.client.HTTPSConnection) -> None:
         if not self.peer.tls_certificates:

@@ -154,6 +154,9 @@ class Dispatcher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        close = getattr(self.transports, "close", None)
+        if close is not None:
+            close()
 
     # --- one claim ---
 

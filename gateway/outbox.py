@@ -58,7 +58,8 @@ class Backoff:
     max_attempts: int = 8
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> timedelta:
-        full = min(self.cap_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        doublings = min(max(0, attempt - 1), 1000)  # 2**1024 does not fit a float
+        full = min(self.cap_seconds, self.base_seconds * 2**doublings)
         return timedelta(seconds=full * (0.5 + 0.5 * rand()))
 
 

@@ -49,6 +49,12 @@ class GatewayTransports:
     def send_evidence(self, peer: PeerGateway, message_id: str, evidence: bytes) -> Receipt:
         return self.peer(peer).send_evidence(message_id, evidence)
 
+    def close(self) -> None:
+        with self._lock:
+            peers, self._peers = list(self._peers.values()), {}
+        for peer in peers:
+            peer.close()
+
 
 def pull_sources(settings: Settings, directory: AuthorityDirectory) -> list[PullSource]:
     """The pull channels to poll: the gateway's mailbox, each authority's inbound SFTP drop."""

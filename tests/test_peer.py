@@ -16,7 +16,7 @@ import pytest
 
 from gateway import demo_messages
 from gateway.client import GatewayClient
-from gateway.dispatcher import Dispatcher
+from gateway.dispatcher import Dispatcher, DispatchStats
 from gateway.evidence import read_evidence
 from gateway.model import Direction, EvidenceType, Status
 from gateway.outbox import Backoff
@@ -40,6 +40,14 @@ class Side:
         options.setdefault("backoff", Backoff(base_seconds=0.001, cap_seconds=0.001))
         options.setdefault("concurrency", 1)
         return self.services.dispatcher(**options)
+
+    def run_once(self, **options: object) -> DispatchStats:
+        """One dispatcher turn, its connections closed after."""
+        dispatcher = self.dispatcher(**options)
+        try:
+            return dispatcher.run_once()
+        finally:
+            dispatcher.close()
 
     def status(self, message_id: str) -> Status:
         message = self.services.store.message(message_id)
@@ -98,7 +106,7 @@ def test_a_request_and_its_reply_travel_both_ways_with_signed_evidences(pair: Pa
     route = json.loads(es.services.store.message(message_id).route or "{}")
     assert route["channel"] == {"kind": "gateway", "gateway": "gw-ar"}
 
-    stats = es.dispatcher().run_once()
+    stats = es.run_once()
     assert stats.sent == 1, stats.outcomes
     # The peer's signed Delivery evidence is kept on the sending side and moved the status.
     assert es.status(message_id) is Status.DELIVERED
@@ -125,7 +133,7 @@ def test_a_request_and_its_reply_travel_both_ways_with_signed_evidences(pair: Pa
     assert [m["message_id"] for m in client.inbox().json()["messages"]] == [message_id]
     assert client.collect(message_id).status == 200
     client.close()
-    assert ar.dispatcher().run_once().sent == 1
+    assert ar.run_once().sent == 1
     assert es.status(message_id) is Status.RETRIEVED
     assert EvidenceType.RETRIEVAL in _kinds(es, message_id)
 
@@ -134,12 +142,12 @@ def test_a_request_and_its_reply_travel_both_ways_with_signed_evidences(pair: Pa
     reply_id = _post(ar, answer, "AR-MJ", pair.base)
     route = json.loads(ar.services.store.message(reply_id).route or "{}")
     assert route["why"] == "the channel the request came by"
-    assert ar.dispatcher().run_once().sent == 1
+    assert ar.run_once().sent == 1
     assert ar.status(reply_id) is Status.DELIVERED
     client = es.client()
     assert client.collect(reply_id).status == 200
     client.close()
-    assert es.dispatcher().run_once().sent == 1
+    assert es.run_once().sent == 1
     assert ar.status(reply_id) is Status.RETRIEVED
 
 
@@ -158,10 +166,11 @@ def test_a_resend_after_a_crash_is_answered_with_the_first_evidence_and_delivere
     first = dead.transports.adapter(
         es.services.directory.get("AR-MJ").channels[0]  # type: ignore[union-attr]
     ).send(outgoing)
+    dead.close()
     assert ar.status(message_id) is Status.DELIVERED
     audit_before = ar.services.audit.size()
 
-    stats = es.dispatcher().run_once()
+    stats = es.run_once()
     assert stats.sent == 1, stats.outcomes
     assert es.status(message_id) is Status.DELIVERED
     history = [c.status for c in es.services.store.history(message_id)]
@@ -182,14 +191,14 @@ def test_a_peer_that_is_down_is_retried_and_delivered_once_it_is_back(pair: Pair
     message_id = _post(es, demo_messages.request(with_attachments=False), "ES-MJ", pair.base)
     ar.process.stop()
     try:
-        stats = es.dispatcher().run_once()
+        stats = es.run_once()
         assert stats.retried == 1, stats.outcomes
         assert es.status(message_id) is Status.WAITING_FOR_RETRY
         reason = es.services.store.history(message_id)[-1].reason or ""
         assert "gw-ar" in reason and "could not be reached" in reason
     finally:
         ar.process.start()
-    stats = es.dispatcher().run_once()
+    stats = es.run_once()
     assert stats.sent == 1, stats.outcomes
     assert es.status(message_id) is Status.DELIVERED
     assert ar.status(message_id) is Status.DELIVERED
@@ -208,6 +217,7 @@ def test_attempts_used_up_fail_the_message_with_the_reason_and_a_relay_failure(
 
         time.sleep(0.01)
         stats = dispatcher.run_once()
+        dispatcher.close()
         assert stats.failed == 1, stats.outcomes
     finally:
         ar.process.start()
@@ -321,7 +331,7 @@ def test_a_peer_answering_with_an_invalid_or_unsigned_evidence_is_not_counted_as
     ar.process.stop()
     try:
         with _FakePeer(pair.base, ar.member.port, answers[case]):
-            stats = es.dispatcher().run_once()
+            stats = es.run_once()
     finally:
         ar.process.start()
     assert stats.retried == 1, stats.outcomes
@@ -330,5 +340,5 @@ def test_a_peer_answering_with_an_invalid_or_unsigned_evidence_is_not_counted_as
     assert "gw-ar answered without a valid evidence" in reason and why in reason
     assert EvidenceType.DELIVERY not in _kinds(es, message_id)
     # The real peer, back, is answered properly: delivered once.
-    assert es.dispatcher().run_once().sent == 1
+    assert es.run_once().sent == 1
     assert es.status(message_id) is Status.DELIVERED
