@@ -13,15 +13,19 @@ written. A final name that already exists means an earlier attempt got
 through (a resend after a crash): the new attempt's directory is removed and
 the same receipt returned, never a second copy. A hidden ``.part`` directory
 that a dropped connection left behind is ignored by readers and removed the
-next time this adapter connects, if it can. The recipient's intake checks
-every file against the digests in the signed manifest.
+next time this adapter connects, if it can. Each attachment is hashed as
+it streams: one that differs from its manifest entry is not sent. (A resend
+finds the final name only while the recipient leaves it there; once moved
+away, its intake dedupes on the message id.)
 
 Polling reads each directory of ``inbound_folder`` that is not hidden and not
-``processed`` or ``rejected`` as one message in the same layout; anything
-else there (a symbolic link, a stray file, too many bytes) comes back as an
-``Incoming`` with ``problem`` set, so one bad drop never stops the poll.
-``acknowledge`` moves a drop into ``processed/`` or ``rejected/``, next to a
-name already taken rather than over it.
+``processed`` or ``rejected`` as one message in the same layout, so the
+counterpart must write under a hidden name and rename too. Anything else
+there (a symbolic link, a stray file, a special file, more than
+``max_incoming_bytes``) comes back as an ``Incoming`` with ``problem`` set
+and no content, so one bad drop never stops the poll. ``acknowledge`` moves a
+drop into ``processed/`` or ``rejected/``, as ``<name>.1``, ``<name>.2`` ...
+when the name is taken there, never over it.
 
 The server must present the host key pinned in the channel before we even
 authenticate; we never read known_hosts and never learn a key on first use.
@@ -273,16 +277,18 @@ class SftpAdapter:
     # -- polling ---------------------------------------------------------------
 
     def fetch(self, limit: int = 100) -> Iterator[Incoming]:
+        """The drops waiting, oldest first: at most ``limit`` of them, and no more drops
+        once ``max_incoming_bytes`` have been read in this call (the rest wait for the next)."""
         inbound = self.channel.inbound_folder
         if inbound is None:
             return
         with self._remote(f"listing {inbound}"):
             entries = self._session().listdir_attr(inbound)
         entries.sort(key=lambda e: (e.st_mtime or 0, e.filename))
-        count = 0
+        count = held = 0
         for entry in entries:
             name = entry.filename
-            if count >= limit:
+            if count >= limit or held >= self.max_incoming_bytes:
                 return
             if name.startswith(".") or name in ANSWERED.values():
                 continue
@@ -291,6 +297,7 @@ class SftpAdapter:
                 incoming = self._read_drop(self._session(), path, entry.st_mode or 0)
             if incoming is not None:
                 count += 1
+                held += len(incoming.envelope) + sum(len(p.data) for p in incoming.attachments)
                 yield incoming
 
     def _read_drop(self, sftp: Any, path: str, mode: int) -> Incoming | None:
@@ -314,11 +321,11 @@ class SftpAdapter:
         files: list[str] = []
         total = 0
         for entry in sorted(entries, key=lambda e: str(e.filename)):
-            name, mode = entry.filename, entry.st_mode or 0
+            name, kind = entry.filename, entry.st_mode or 0
             why = unsafe_name(name)
-            if stat.S_ISLNK(mode):
+            if stat.S_ISLNK(kind):
                 problems.append(f"{name!r} is a symbolic link")
-            elif not stat.S_ISREG(mode):
+            elif not stat.S_ISREG(kind):
                 problems.append(f"{name!r} is not a regular file")
             elif why:
                 problems.append(f"{name!r} is not an acceptable file name: {why}")
@@ -340,7 +347,7 @@ class SftpAdapter:
         for name in files:
             try:
                 data = self._read_file(sftp, posixpath.join(path, name), left)
-            except (OSError, EOFError) as error:
+            except REMOTE_ERRORS as error:
                 if not self._alive():
                     raise
                 return self._refused(path, f"{name!r} could not be read: {_reason(error)}")

@@ -81,6 +81,17 @@ class Settings:
     dispatch_backoff_cap_seconds: float = 3600.0
     dispatch_lease_seconds: float = 300.0
     poll_seconds: float = 1.0  # idle wait of the worker, and the period of pull-channel polls
+    # E-mail channel: smtp[s]://[user:password@]host[:port][?starttls=1], the From address,
+    # imap[s]://user:password@host[:port]/MAILBOX[?starttls=1] for what counterparts send,
+    # and the S/MIME identity (default: the evidence-signing key and certificate).
+    smtp_url: str = field(default="", repr=False)
+    mail_from: str | None = None
+    imap_url: str = field(default="", repr=False)
+    smime_key: Path | None = None
+    smime_cert: Path | None = None
+    mail_ca_file: Path | None = None  # the CA the mail servers' TLS certificates chain to
+    # SFTP channel: the gateway's SSH client key (OpenSSH or PEM format).
+    sftp_key: Path | None = None
     _derived: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -182,7 +193,7 @@ class Settings:
 
     def _open_private_keys(self) -> list[str]:
         problems = []
-        for name in ("signing_key", "tls_key"):
+        for name in ("signing_key", "tls_key", "smime_key", "sftp_key"):
             path = cast(Path | None, getattr(self, name))
             if path is None or not path.exists():
                 continue
@@ -379,6 +390,16 @@ def _database_url(raw: object, base: Path | None) -> str:
     return text
 
 
+def _mail_url(raw: object, base: Path | None) -> str:
+    text = _text(raw, base)
+    if text is None:
+        return ""
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme not in ("smtp", "smtps", "imap", "imaps"):
+        raise ValueError(f"expected an smtp://, smtps://, imap:// or imaps:// URL, got {scheme!r}")
+    return text
+
+
 def _country(raw: object, base: Path | None) -> str | None:
     text = _text(raw, base)
     if text is not None and not (len(text) == 2 and text.isascii() and text.isupper()):
@@ -418,6 +439,12 @@ _CONVERTERS: dict[str, Callable[[object, Path | None], Any]] = {
     "dispatch_backoff_cap_seconds": _seconds,
     "dispatch_lease_seconds": _seconds,
     "poll_seconds": _seconds,
+    "smtp_url": _mail_url,
+    "imap_url": _mail_url,
+    "smime_key": _path,
+    "smime_cert": _path,
+    "mail_ca_file": _path,
+    "sftp_key": _path,
 }
 
 

@@ -440,6 +440,21 @@ def test_fetch_stops_at_the_limit(adapter_for: AdapterFor, drop: Path) -> None:
     assert len(list(adapter_for().fetch(limit=2))) == 2
 
 
+def test_one_fetch_holds_about_max_incoming_bytes_at_most(
+    adapter_for: AdapterFor, drop: Path
+) -> None:
+    for n in range(3):
+        make_drop(drop, f"m-{n}", **{"scan.pdf": b"%PDF-" + bytes(6000)})
+    adapter = adapter_for(max_incoming_bytes=10_000)
+
+    first = list(adapter.fetch())
+    assert len(first) == 2 and all(i.problem is None for i in first)
+    for incoming in first:
+        adapter.acknowledge(incoming, "accepted")
+    (last,) = adapter.fetch()  # the third waited for the next poll
+    assert last.problem is None and last.reference not in {i.reference for i in first}
+
+
 def test_no_inbound_folder_fetches_nothing(sshd: Sshd, drop: Path) -> None:
     ch = SftpChannel(host="127.0.0.1", port=free_port(), user="x", folder="/", host_key="")
     assert list(SftpAdapter(ch, client_key=sshd.client_key, authority_id="AR-MJ").fetch()) == []
