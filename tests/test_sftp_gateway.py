@@ -37,7 +37,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Services, Sshd, Path]]:
         directory = tmp_path / "authorities.toml"
         directory.write_text(
             "\n".join([
-                "[[authority]]", 'id = "ES-MJ"', 'country = "ES"', 'name = "Ministerio de Justicia"',
+                "[[authority]]", 'id = "ES-MJ"', 'country = "ES"', 'name = "MJ"',
                 f'signing_certificates = ["{fingerprint(pki.cert("ES-MJ"))}"]',
                 f'api_tokens = ["{hash_token("es-token")}"]',
                 "", "[[authority]]", 'id = "AR-MJ"', 'country = "AR"', 'name = "MJyDH"',
