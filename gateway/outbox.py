@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.audit import JSON, AuditEvent
-from gateway.model import Status
+from gateway.model import Status, allowed_next
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message, outbox_table
 
@@ -113,24 +113,31 @@ class Outbox:
                     row.id, row.message_id, row.kind, row.evidence_id, row.channel,
                     attempt, owner, until,
                 )  # fmt: skip
-                if claim.kind == "message":
-                    self._to_sending(connection, claim, row.last_error)
+                if claim.kind == "message" and not self._to_sending(connection, claim):
+                    continue
                 claims.append(claim)
         return claims
 
-    def _to_sending(self, connection: Connection, claim: Claim, last_error: str | None) -> None:
+    def _to_sending(self, connection: Connection, claim: Claim) -> bool:
+        """Move the claimed message to sending; False (and the row dropped) if it moved on."""
         message = self.store._message(connection, claim.message_id)
         actor = self.store.gateway_id
+        if message.status not in (Status.QUEUED, Status.WAITING_FOR_RETRY, Status.SENDING):
+            # Its fate was settled meanwhile (a peer's Delivery arrived on its own): nothing
+            # to send. The row goes, so it never blocks the queue.
+            connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
+            self.audit.append(
+                AuditEvent("outbox.dropped", actor, claim.message_id,
+                           {"outbox_id": claim.id, "status": message.status.value}),
+                connection=connection,
+            )  # fmt: skip
+            return False
         if message.status is Status.SENDING:
             # A worker died (or stalled past its lease) while sending this message.
             reason = f"attempt {claim.attempt - 1} did not finish (worker stopped); sending again"
             message = self._moved(connection, message, Status.WAITING_FOR_RETRY, reason, actor)
-        if message.status not in (Status.QUEUED, Status.WAITING_FOR_RETRY):
-            raise RuntimeError(
-                f"outbox row {claim.id} names message {claim.message_id} in status "
-                f"{message.status.value}"
-            )
         self._moved(connection, message, Status.SENDING, f"attempt {claim.attempt}", actor)
+        return True
 
     def _moved(
         self,
@@ -142,6 +149,8 @@ class Outbox:
     ) -> Message:
         from dataclasses import replace
 
+        if status not in allowed_next(message.direction, message.status):
+            return message  # settled meanwhile (a peer's evidence came on its own): keep it
         self.store._move(connection, message, status, reason, actor)
         return replace(message, status=status)
 
