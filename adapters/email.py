@@ -28,7 +28,6 @@ connects per mail. It is not meant to be shared between threads.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import hashlib
 import imaplib
@@ -63,6 +62,7 @@ from signing.keys import Signer
 from signing.smime import (
     SmimeError,
     SmimeKind,
+    base64_lines,
     classify,
     decrypt_smime,
     encrypt_smime,
@@ -217,7 +217,7 @@ class EmailAdapter:
             f"Content-Transfer-Encoding: 7bit\r\n\r\n{note}".encode(),
             f"\r\n--{boundary}\r\n".encode(),
             self._part_headers("application/xml", ENVELOPE, None),
-            _base64_lines(outgoing.envelope),
+            base64_lines(outgoing.envelope),
         ]
         seen: set[str] = set()
         for part in outgoing.attachments:
@@ -267,7 +267,7 @@ class EmailAdapter:
                         break
                     read += len(chunk)
                     digest.update(chunk)
-                    out.append(_base64_lines(chunk))
+                    out.append(base64_lines(chunk))
         except OSError as exc:
             raise TransientError(
                 f"attachment <{part.content_id}> could not be read: {exc}"
@@ -371,7 +371,11 @@ class EmailAdapter:
 
     def _open(self, reference: str, raw: bytes) -> Incoming:
         """Decrypt, verify and unpack one mail; every failure is a problem, never an exception."""
-        details = {"size": str(len(raw)), "encrypted": "no"}
+        details = {
+            "size": str(len(raw)),
+            "sha256": hashlib.sha256(raw).hexdigest(),  # the mail as it arrived, kept aside
+            "encrypted": "no",
+        }
         try:
             details.update(_outer_details(raw))
             if classify(raw) is SmimeKind.ENVELOPED:
@@ -515,10 +519,6 @@ def _reply_error(where: str, code: int, reply: bytes | str) -> TransientError | 
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     message = f"{where} answered {code} {text}"
     return PermanentError(message) if 500 <= code < 600 else TransientError(message)
-
-
-def _base64_lines(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def _problem(reference: str, problem: str, details: dict[str, str]) -> Incoming:

@@ -157,7 +157,8 @@ def _base64(body: bytes, what: str) -> bytes:
         raise _format(f"the {what} is not valid base64") from None
 
 
-def _base64_lines(data: bytes) -> bytes:
+def base64_lines(data: bytes) -> bytes:
+    """``data`` as base64 in 76-character lines ending in CRLF (RFC 2045 6.8)."""
     return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
@@ -209,7 +210,7 @@ def sign_smime(mime_entity: bytes, signer: Signer) -> bytes:
             b"Content-Transfer-Encoding: base64\r\n",
             b'Content-Disposition: attachment; filename="smime.p7s"\r\n',
             b"\r\n",
-            _base64_lines(signature),
+            base64_lines(signature),
             b"\r\n--" + boundary + b"--\r\n",
         ]
     )
@@ -244,7 +245,7 @@ def encrypt_smime(mime_entity: bytes, recipients: Sequence[x509.Certificate]) ->
             b"Content-Transfer-Encoding: base64\r\n",
             b'Content-Disposition: attachment; filename="smime.p7m"\r\n',
             b"\r\n",
-            _base64_lines(enveloped),
+            base64_lines(enveloped),
         ]
     )
 
