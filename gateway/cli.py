@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 EXIT_FAILED = 1
 
@@ -280,6 +283,20 @@ def demo(data_dir: Path) -> None:
     sys.exit(code)
 
 
+def _settings(dev: bool, data_dir: Path | None, **options: Any) -> Settings:
+    """ROGATORY_* settings with the command line's overrides, completed and checked."""
+    from .app import prepare_settings
+    from .settings import load_settings
+
+    changes: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if dev:
+        changes["mode"] = "development"
+    if data_dir is not None:
+        changes["data_dir"] = data_dir
+    settings = load_settings()
+    return prepare_settings(settings.replace(**changes) if changes else settings)
+
+
 @main.command()
 @click.option("--dev", is_flag=True, help="Development mode: create a demo PKI and authorities.")
 @click.option(
@@ -296,21 +313,9 @@ def serve(
     Refuses to start on missing or unsafe settings outside development mode.
     """
     with plain_errors():
-        from .app import prepare_settings
         from .serve import GatewayServer
-        from .settings import load_settings
 
-        settings = load_settings()
-        changes: dict[str, Any] = {}
-        if dev:
-            changes["mode"] = "development"
-        if data_dir is not None:
-            changes["data_dir"] = data_dir
-        if host is not None:
-            changes["host"] = host
-        if port is not None:
-            changes["port"] = port
-        settings = prepare_settings(settings.replace(**changes) if changes else settings)
+        settings = _settings(dev, data_dir, host=host, port=port)
     scheme = "http" if settings.plain_http else "https"
     click.echo(f"gateway {settings.gateway_id} on {scheme}://{settings.host}:{settings.port}")
     if settings.development:
@@ -341,18 +346,10 @@ def worker(
     import threading
 
     with plain_errors():
-        from .app import prepare_settings
         from .services import build_services
-        from .settings import load_settings
         from .worker import Worker
 
-        settings = load_settings()
-        changes: dict[str, Any] = {}
-        if dev:
-            changes["mode"] = "development"
-        if data_dir is not None:
-            changes["data_dir"] = data_dir
-        settings = prepare_settings(settings.replace(**changes) if changes else settings)
+        settings = _settings(dev, data_dir)
         services = build_services(settings)
         options: dict[str, Any] = {}
         if batch is not None:

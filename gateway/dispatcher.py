@@ -292,13 +292,7 @@ class Dispatcher:
         reasons: tuple[EvidenceReason, ...] = (),
         details: str | None = None,
     ) -> EvidenceRecord:
-        ref = MessageRef(
-            sha256_hex=message.envelope_sha256,
-            message_id=message.message_id,
-            conversation_id=message.conversation_id,
-            sender_authority=message.sender_id,
-            recipient_authority=message.recipient_id,
-        )
+        ref = MessageRef.of_stored(message)
         evidence = build_evidence(
             kind, ref, self.issuer, reasons=reasons, details=details, clock=self.clock
         )

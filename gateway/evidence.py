@@ -95,6 +95,17 @@ class MessageRef:
         )
 
     @classmethod
+    def of_stored(cls, message: Any) -> MessageRef:
+        """A stored message (gateway.store_records.Message): its ids, authorities, digest."""
+        return cls(
+            sha256_hex=message.envelope_sha256,
+            message_id=message.message_id,
+            conversation_id=message.conversation_id,
+            sender_authority=message.sender_id,
+            recipient_authority=message.recipient_id,
+        )
+
+    @classmethod
     def of_bytes(cls, original: bytes, *, sender_authority: str | None = None) -> MessageRef:
         """Bytes too broken to name a message: only their digest (and who posted them)."""
         return cls(hashlib.sha256(original).hexdigest(), sender_authority=sender_authority)

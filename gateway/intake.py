@@ -314,13 +314,7 @@ class IntakeService:
             )  # fmt: skip
         cert = verified.signing_cert
         if cert is None or not self.directory.signer_belongs(authority, cert):
-            signer = report.signatures[0].signer if report.signatures else "unknown"
-            raise Refused.one(
-                403, "signer-not-of-authority", "Signer not bound to the authority",
-                f"the envelope is signed by {signer}, which the authority directory does not "
-                f"list as a signer for {authority.id}",
-                path="/Envelope/Signature",
-            )  # fmt: skip
+            raise _signer_refused(report, authority.id)
         submission.envelope = envelope
 
     def _check_inbound(
@@ -349,13 +343,7 @@ class IntakeService:
                     path="/Envelope/Header/Sender/AuthorityId",
                 )  # fmt: skip
         if cert is None or not self.directory.signer_belongs(sender, cert):
-            signer = report.signatures[0].signer if report.signatures else "unknown"
-            raise Refused.one(
-                403, "signer-not-of-authority", "Signer not bound to the authority",
-                f"the envelope is signed by {signer}, which the authority directory does not "
-                f"list as a signer for {sender_id}",
-                path="/Envelope/Signature",
-            )  # fmt: skip
+            raise _signer_refused(report, sender_id)
         recipient_id = envelope.recipient.id
         if self.directory.local(recipient_id) is None:
             raise Refused.one(
@@ -543,6 +531,16 @@ class IntakeService:
             )
             return self._refuse(submission, id_taken(message_id or "", ""))
         return answer
+
+
+def _signer_refused(report: Any, authority_id: str) -> Refused:
+    signer = report.signatures[0].signer if report.signatures else "unknown"
+    return Refused.one(
+        403, "signer-not-of-authority", "Signer not bound to the authority",
+        f"the envelope is signed by {signer}, which the authority directory does not "
+        f"list as a signer for {authority_id}",
+        path="/Envelope/Signature",
+    )  # fmt: skip
 
 
 def _arrival_channel(channels: Iterable[Channel], origin: Origin) -> Channel | None:

@@ -34,13 +34,7 @@ def collect(
         for record in store.evidences(message_id):
             if record.type is EvidenceType.RETRIEVAL:
                 return blobs.read(record.sha256)
-    reference = MessageRef(
-        sha256_hex=message.envelope_sha256,
-        message_id=message.message_id,
-        conversation_id=message.conversation_id,
-        sender_authority=message.sender_id,
-        recipient_authority=message.recipient_id,
-    )
+    reference = MessageRef.of_stored(message)
     evidence = build_evidence(EvidenceType.RETRIEVAL, reference, issuer)
     signed = sign_evidence(evidence, signer, timestamper=timestamper)
     blob = blobs.put(signed)
