@@ -48,6 +48,7 @@ class Member:
 def prepare_pair(base: Path, ports: tuple[int, int]) -> tuple[Member, Member]:
     """Write (or rewrite) both gateways' settings and directories under ``base``."""
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    base = base.resolve()  # config.toml holds absolute paths: they are read from elsewhere
     pki_dir = base / "pki"
     completed: list[Settings] = []
     for (gateway_id, country, _), port in zip(PAIR, ports, strict=True):

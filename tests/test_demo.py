@@ -7,9 +7,10 @@ import sys
 
 
 def test_demo_runs_end_to_end(tmp_path):
+    # As README command 1 runs it: the default, relative data folder.
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--data", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=180, check=False,
+        [sys.executable, "-m", "gateway", "demo"],
+        capture_output=True, text=True, timeout=180, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "demo complete: every step as expected" in proc.stdout
