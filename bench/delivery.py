@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--gunicorn-workers", type=int, default=1, help="per gateway (default 1)")
     options = parser.parse_args()
 
-    from gateway.demo import _free_port as free_port
+    from gateway.demo import free_port
     from gateway.pair import prepare_pair
 
     with tempfile.TemporaryDirectory(prefix="rogatory-delivery-") as folder:

@@ -36,7 +36,7 @@ _STEP_OK = click.style("ok", fg="green")
 _STEP_BAD = click.style("UNEXPECTED", fg="red", bold=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -93,7 +93,7 @@ def run_demo(data_dir: Path) -> int:
     from .pair import prepare_pair
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    es, ar = prepare_pair(data_dir, (_free_port(), _free_port()))
+    es, ar = prepare_pair(data_dir, (free_port(), free_port()))
     ca = data_dir / "pki" / "root-ca.pem"
     click.echo("Rogatory demo: two development gateways on localhost")
     for member in (es, ar):

@@ -138,7 +138,8 @@ class IntakeService:
         """The answer to one submission; never raises for what the request contains.
 
         ``channel`` is a channel kind the sender asks for instead of the usual
-        route (a reply then leaves by it, and the other side is told).
+        route (a reply then leaves by it; the route names the conversation's
+        channel as ``notice_by``, though no notice is sent there yet).
         """
         submission = Submission(authority, override=channel)
         return self._run(submission, content_type, body, content_length)

@@ -31,17 +31,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.pki import SIGNERS_CA, DevPKI
 from gateway.pki_issue import Profile, name
 from signing.keys import Signer
+from tests.gateway_process import free_port
 
 DOVECOT = Path("/usr/sbin/dovecot")
 PASSWORD = "test-password"
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def issue_smime(
