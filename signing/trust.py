@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -195,16 +196,33 @@ def _chain_failure(cert: x509.Certificate, exc: Exception) -> ChainResult:
     raise AssertionError("unreachable: the table ends with Exception")
 
 
+class _Parsed(threading.local):
+    """One thread's asn1crypto certificates, parsed once and kept.
+
+    asn1crypto parses lazily and memoizes on the object without a lock: two
+    threads reading one half-parsed certificate see a part missing, and a
+    valid chain is judged "no issuer found". So no asn1crypto object is ever
+    shared between threads; each thread keeps its own.
+    """
+
+    def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
+        self.anchors = [_to_asn1(c) for c in anchors]
+        self.certs: dict[bytes, asn1_x509.Certificate] = {}
+
+
 class TrustEngine:
-    """Validates certificates against a ``TrustPolicy``; one per process is enough."""
+    """Validates certificates against a ``TrustPolicy``; one per process is enough.
+
+    Safe to share between threads: the verdict cache holds plain results, and
+    the parsed certificates that path validation reads are kept per thread.
+    """
 
     def __init__(self, policy: TrustPolicy) -> None:
         if not policy.anchors:
             raise TrustConfigError("a trust policy needs at least one trust anchor")
         self.policy = policy
-        self._anchors = [_to_asn1(c) for c in policy.anchors]
         self._cache: dict[tuple[object, ...], tuple[float, ChainResult]] = {}
-        self._parsed: dict[bytes, asn1_x509.Certificate] = {}
+        self._parsed = _Parsed(policy.anchors)
 
     def validate(
         self,
@@ -236,13 +254,14 @@ class TrustEngine:
 
     def _asn1(self, cert: x509.Certificate) -> asn1_x509.Certificate:
         # asn1crypto memoizes what it parses on the object: reusing one object per
-        # certificate makes a repeated path validation about twice as fast.
+        # certificate (in this thread) makes a repeated path validation about twice as fast.
         der = cert.public_bytes(Encoding.DER)
-        parsed = self._parsed.get(der)
+        mine = self._parsed.certs
+        parsed = mine.get(der)
         if parsed is None:
-            if len(self._parsed) > 10_000:
-                self._parsed.clear()
-            parsed = self._parsed[der] = asn1_x509.Certificate.load(der)
+            if len(mine) > 10_000:
+                mine.clear()
+            parsed = mine[der] = asn1_x509.Certificate.load(der)
         return parsed
 
     def validation_context(
@@ -278,7 +297,7 @@ class TrustEngine:
 
             backend = RequestsFetcherBackend(per_request_timeout=policy.fetch_timeout)
         return ValidationContext(
-            trust_roots=self._anchors,
+            trust_roots=self._parsed.anchors,
             other_certs=intermediates,
             moment=at,
             allow_fetching=fetching,
