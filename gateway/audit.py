@@ -222,15 +222,28 @@ def _now() -> datetime:
 _BATCH_KEY = "rogatory.audit_batch"
 
 
+# Built once and reused: the hot path of every write.
+_READ_HEAD = sa.select(head_table).where(head_table.c.id == 1).with_for_update()
+_MOVE_HEAD = (
+    head_table.update()
+    .where(head_table.c.id == 1, head_table.c.size == sa.bindparam("start"))
+    .values(
+        size=sa.bindparam("size"),
+        root_hash=sa.bindparam("root_hash"),
+        frontier=sa.bindparam("frontier"),
+    )
+)
+_INSERT_ENTRY = entries_table.insert()
+_INSERT_NODE = nodes_table.insert()
+
+
 class _Batch:
     """Entries appended in one transaction, held until ``flush``."""
 
     def __init__(self, log: AuditLog, connection: Connection) -> None:
         self.log = log
         self.connection = connection
-        head = connection.execute(
-            sa.select(head_table).where(head_table.c.id == 1).with_for_update()
-        ).one()
+        head = connection.execute(_READ_HEAD).one()
         self.start = self.size = int(head.size)
         self.root_hash = bytes(head.root_hash)
         self.frontier = merkle.Frontier.from_bytes(self.size, head.frontier)
@@ -254,14 +267,14 @@ class _Batch:
     def flush(self) -> None:
         if not self.entries:
             return
-        self.connection.execute(entries_table.insert(), self.entries)
+        self.connection.execute(_INSERT_ENTRY, self.entries)
         if self.nodes:
-            self.connection.execute(nodes_table.insert(), self.nodes)
+            self.connection.execute(_INSERT_NODE, self.nodes)
         moved = self.connection.execute(
-            head_table.update()
-            .where(head_table.c.id == 1, head_table.c.size == self.start)
-            .values(size=self.size, root_hash=self.root_hash, frontier=self.frontier.to_bytes())
-        )
+            _MOVE_HEAD,
+            {"start": self.start, "size": self.size, "root_hash": self.root_hash,
+             "frontier": self.frontier.to_bytes()},
+        )  # fmt: skip
         if moved.rowcount != 1:
             # Only a writer that bypassed begin_write() can get here; refuse to fork.
             raise AuditError("the audit log grew under this append; use Database.begin_write()")

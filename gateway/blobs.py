@@ -115,7 +115,7 @@ def _limited(chunks: Iterable[bytes], max_size: int | None) -> Iterator[bytes]:
         yield bytes(chunk)
 
 
-def _rechunk(pieces: Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
+def rechunk(pieces: Iterable[bytes], chunk_size: int) -> Iterator[bytes]:
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     for piece in pieces:
@@ -291,7 +291,7 @@ class PostgresBlobStore:
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         self.size(sha256)  # BlobNotFound now, not on the first next()
-        return _rechunk(self._stored_chunks(sha256), chunk_size)
+        return rechunk(self._stored_chunks(sha256), chunk_size)
 
     def _stored_chunks(self, sha256: str) -> Iterator[bytes]:
         # One stored chunk in memory at a time; blobs never change once written.
@@ -332,8 +332,15 @@ def _insert_blob_if_absent(connection: Connection) -> postgresql.Insert:
     return postgresql.insert(blobs_table)
 
 
-def blob_store_for(db: Database, data_dir: Path | str) -> BlobStore:
-    """The blob store that goes with ``db``: a folder beside SQLite, tables in PostgreSQL."""
+def large_blob_store_for(db: Database, blob_dir: Path | str) -> BlobStore:
+    """Where large blobs go with ``db``: a folder beside SQLite, chunk tables in PostgreSQL."""
     if db.dialect == "postgresql":
         return PostgresBlobStore(db)
-    return FolderBlobStore(Path(data_dir) / "blobs")
+    return FolderBlobStore(blob_dir)
+
+
+def blob_store_for(db: Database, data_dir: Path | str) -> BlobStore:
+    """The gateway's blob store for ``db``: small blobs in the database, large ones beside it."""
+    from gateway.small_blobs import TieredBlobStore  # it builds on this module
+
+    return TieredBlobStore(db, large_blob_store_for(db, Path(data_dir) / "blobs"))

@@ -338,10 +338,21 @@ def _m0003_outbox(connection: Connection) -> None:
     metadata.tables["outbox"].create(connection)
 
 
+def _m0004_small_blobs(connection: Connection) -> None:
+    """Envelopes and evidences kept in the database, committed with what names them."""
+    sa.Table(
+        "small_blobs",
+        sa.MetaData(),
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    ).create(connection)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_audit_log", _m0001_audit_log),
     ("0002_messages", _m0002_messages),
     ("0003_outbox", _m0003_outbox),
+    ("0004_small_blobs", _m0004_small_blobs),
 )
 
 _schema_migrations = sa.Table(

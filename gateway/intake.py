@@ -14,6 +14,7 @@ and only PDFs up to ``MAX_PDF_VERIFY_BYTES`` are read back to be verified.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -66,6 +67,7 @@ from gateway.multipart import (
 )
 from gateway.routing import Facts, NoRoute, Route, channel_key, decide
 from gateway.settings import Settings
+from gateway.small_blobs import TieredBlobStore
 from gateway.store import MessageStore
 from gateway.store_records import Answer as StoredAnswer
 from gateway.store_records import (
@@ -266,9 +268,8 @@ class IntakeService:
 
     def _take_envelope(self, submission: Submission, data: bytes) -> Answer | None:
         """Keep the envelope, answer a replay, and verify it (refusing early if it fails)."""
-        ref = self.blobs.put(data)  # the original bytes, kept whatever the verdict
-        submission.envelope_bytes = data
-        submission.envelope_sha256 = ref.sha256
+        submission.envelope_bytes = data  # the original bytes, kept whatever the verdict
+        submission.envelope_sha256 = self._keep(submission, data)
         try:
             unsigned = parse_xml(data)
         except XMLInputError as exc:
@@ -379,18 +380,20 @@ class IntakeService:
         outbox = None
         if submission.origin is not None:
             # From outside, for one of ours: delivered here, answered with the Delivery.
-            delivery, signed = self._evidence(EvidenceType.DELIVERY, message_ref)
+            delivery, signed = self._evidence(submission, EvidenceType.DELIVERY, message_ref)
             evidences = [delivery]
             status = Status.DELIVERED
         else:
-            acceptance, signed = self._evidence(EvidenceType.SUBMISSION_ACCEPTANCE, message_ref)
+            acceptance, signed = self._evidence(
+                submission, EvidenceType.SUBMISSION_ACCEPTANCE, message_ref
+            )
             evidences = [acceptance]
             status = Status.ACCEPTED
             if self.directory.local(envelope.recipient.id) is not None:
                 # The recipient is one of ours: it is delivered in the same transaction
                 # (queued, sending, delivered, with a Delivery evidence), so one commit
                 # makes the acceptance and the delivery durable together.
-                delivery, _ = self._evidence(EvidenceType.DELIVERY, message_ref)
+                delivery, _ = self._evidence(submission, EvidenceType.DELIVERY, message_ref)
                 evidences.append(delivery)
                 then = (Status.QUEUED, Status.SENDING, Status.DELIVERED)
             else:
@@ -418,6 +421,7 @@ class IntakeService:
             then_reason=then_reason,
             submission_id=submission.submission_id,
             outbox=outbox,
+            blobs=submission.staged,
         )
         try:
             outcome = self.store.record_submission(record)
@@ -444,21 +448,35 @@ class IntakeService:
         return decide(facts, self.directory.get(envelope.recipient.id))
 
     def _evidence(
-        self, kind: EvidenceType, message_ref: MessageRef
+        self, submission: Submission, kind: EvidenceType, message_ref: MessageRef
     ) -> tuple[EvidenceRecord, bytes]:
         """A signed evidence of ``kind``, stored as a blob; its record and its bytes."""
         evidence = build_evidence(kind, message_ref, self.issuer, clock=self.clock)
         signed = sign_evidence(evidence, self.signer, timestamper=self.timestamper)
-        blob = self.blobs.put(signed)
         record = EvidenceRecord(
-            evidence.evidence_id, evidence.type, evidence.event_time, blob.sha256,
-            message_ref.sha256_hex,
+            evidence.evidence_id, evidence.type, evidence.event_time,
+            self._keep(submission, signed), message_ref.sha256_hex,
         )  # fmt: skip
         return record, signed
+
+    def _keep(self, submission: Submission, data: bytes) -> str:
+        """The digest of bytes to keep: small ones are written with the submission's
+        record, in its one transaction; others go to the blob store now."""
+        if isinstance(self.blobs, TieredBlobStore) and self.blobs.is_small(data):
+            sha256 = hashlib.sha256(data).hexdigest()
+            submission.staged[sha256] = data
+            return sha256
+        return self.blobs.put(data).sha256
+
+    def _keep_now(self, submission: Submission) -> None:
+        """Write what was staged, for an audit entry that names it outside a record."""
+        for data in submission.staged.values():
+            self.blobs.put(data)
 
     def _replay(self, submission: Submission, first: FirstAnswer) -> Answer:
         if first.envelope_sha256 == submission.envelope_sha256:
             return from_stored(first.answer, first.message_id)
+        self._keep_now(submission)
         self.store.audit.append(
             conflict_event(submission, first.envelope_sha256, first.submission_id)
         )
@@ -486,14 +504,14 @@ class IntakeService:
             clock=self.clock,
         )
         signed = sign_evidence(evidence, self.signer, timestamper=self.timestamper)
-        evidence_blob = self.blobs.put(signed)
+        evidence_sha256 = self._keep(submission, signed)
         body = problem_json(
             refusal, signed, message_id=message_id, submission_id=submission.submission_id
         )
         # A refusal that is not final (revocation data unreachable) invites a retry.
         retry = {} if refusal.final else {"Retry-After": "60"}
         answer = Answer(refusal.status, PROBLEM_JSON, body, retry)
-        envelope_sha256 = submission.envelope_sha256 or self.blobs.put(b"").sha256
+        envelope_sha256 = submission.envelope_sha256 or self._keep(submission, b"")
         # A message row exists only for an envelope whose signed content named this
         # authority as sender and signer; before that, only the submission is kept
         # (so is a refusal of a message id that belongs to another submission).
@@ -514,10 +532,11 @@ class IntakeService:
             else (
                 EvidenceRecord(
                     evidence.evidence_id, evidence.type, evidence.event_time,
-                    evidence_blob.sha256, envelope_sha256,
+                    evidence_sha256, envelope_sha256,
                 ),
             ),
             submission_id=submission.submission_id,
+            blobs=submission.staged,
         )  # fmt: skip
         try:
             outcome = self.store.record_submission(record)
@@ -527,6 +546,7 @@ class IntakeService:
             first = outcome.first
             if outcome.same_envelope:
                 return from_stored(first.answer, first.message_id)
+            self._keep_now(submission)
             self.store.audit.append(
                 conflict_event(submission, first.envelope_sha256, first.submission_id)
             )

@@ -76,6 +76,8 @@ class Submission:
     arrived_via: str | None = None  # inbound: the sender's channel it came by (routing key)
     route: str | None = None  # outbound: the routing decision, as JSON
     override: str | None = None  # outbound: the channel kind the sender asked for
+    # Small blobs (digest -> bytes) to write with the submission's record, in its transaction.
+    staged: dict[str, bytes] = field(default_factory=dict)
 
 
 def issuer_from(settings: Settings) -> GatewayRef:

@@ -16,10 +16,11 @@ from signing.trust import TrustEngine
 
 from .audit import AuditLog
 from .authorities import Authority, AuthorityDirectory
-from .blobs import BlobStore, FolderBlobStore, PostgresBlobStore
+from .blobs import BlobStore, large_blob_store_for
 from .db import Database
 from .intake import IntakeService
 from .settings import Settings, SettingsError
+from .small_blobs import TieredBlobStore
 from .store import MessageStore
 from .verification import build_engine
 
@@ -123,9 +124,7 @@ def build_services(settings: Settings) -> Services:
     if settings.authorities_file is None:
         raise SettingsError("the gateway needs an authorities_file")
     db = Database.from_url(settings.database_url)
-    blobs: BlobStore = (
-        PostgresBlobStore(db) if db.dialect == "postgresql" else FolderBlobStore(settings.blob_dir)
-    )
+    blobs = TieredBlobStore(db, large_blob_store_for(db, settings.blob_dir))
     audit = AuditLog(db, origin=settings.gateway_id or "rogatory")
     store = MessageStore(db, blobs, audit, gateway_id=settings.gateway_id or "rogatory")
     engine = build_engine(settings.trust_anchors, revocation=settings.revocation)

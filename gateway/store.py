@@ -24,6 +24,7 @@ from gateway.audit import JSON, AuditEvent, AuditLog
 from gateway.blobs import BlobStore
 from gateway.db import Database
 from gateway.model import EvidenceType, Status, StatusChange, check_transition
+from gateway.small_blobs import keep_small
 from gateway.store_queries import MessageReader
 from gateway.store_records import (
     Answer,
@@ -52,6 +53,16 @@ from gateway.store_records import (
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# Built once: a statement object reused keeps its compiled form and cache key,
+# where ``insert().values(...)`` built anew costs more than the row it writes.
+_INSERT_SUBMISSION = submissions_table.insert()
+_INSERT_MESSAGE = messages_table.insert()
+_INSERT_HISTORY = history_table.insert()
+_INSERT_ATTACHMENT = attachments_table.insert()
+_INSERT_EVIDENCE = evidences_table.insert()
+_INSERT_OUTBOX = outbox_table.insert()
 
 
 class MessageStore(MessageReader):
@@ -185,7 +196,7 @@ class MessageStore(MessageReader):
         digests = [submission.envelope_sha256]
         digests += [a.sha256 for a in submission.attachments]
         digests += [e.sha256 for e in submission.evidences]
-        self._require_blobs(digests)
+        self._require_blobs([d for d in digests if d not in submission.blobs])
 
     def _require_blobs(self, digests: list[str]) -> None:
         missing = [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]
@@ -209,6 +220,7 @@ class MessageStore(MessageReader):
         message = submission.message
         if message is not None and self._exists(connection, message.message_id):
             raise MessageIdTaken(f"message id {message.message_id!r} is already taken")
+        keep_small(connection, submission.blobs)
         now = self._clock()
         first = FirstAnswer(
             submission_id=submission.submission_id or str(uuid.uuid4()),
@@ -219,7 +231,8 @@ class MessageStore(MessageReader):
             created_at=now,
         )
         connection.execute(
-            submissions_table.insert().values(
+            _INSERT_SUBMISSION,
+            dict(
                 id=first.submission_id,
                 authority_id=first.authority_id,
                 message_id=first.message_id,
@@ -228,7 +241,7 @@ class MessageStore(MessageReader):
                 response_body=first.answer.body,
                 response_type=first.answer.media_type,
                 created_at=now,
-            )
+            ),
         )
         if message is None:
             details: dict[str, JSON] = {
@@ -298,7 +311,8 @@ class MessageStore(MessageReader):
             )
             current = status
         connection.execute(
-            messages_table.insert().values(
+            _INSERT_MESSAGE,
+            dict(
                 message_id=message.message_id,
                 submission_id=first.submission_id,
                 direction=message.direction.value,
@@ -316,9 +330,9 @@ class MessageStore(MessageReader):
                 in_reply_to=message.in_reply_to,
                 arrived_via=message.arrived_via,
                 route=message.route,
-            )
+            ),
         )
-        connection.execute(history_table.insert(), history)
+        connection.execute(_INSERT_HISTORY, history)
         if submission.outbox is not None:
             self._enqueue(connection, message.message_id, submission.outbox, now)
         if submission.attachments:
@@ -334,7 +348,7 @@ class MessageStore(MessageReader):
                 }
                 for a in submission.attachments
             ]
-            connection.execute(attachments_table.insert(), rows)
+            connection.execute(_INSERT_ATTACHMENT, rows)
         for evidence in submission.evidences:
             self._insert_evidence(connection, message.message_id, evidence, self.gateway_id)
 
@@ -397,20 +411,21 @@ class MessageStore(MessageReader):
         audit_index: int,
     ) -> None:
         row = self._history_row(message_id, seq, status, at, reason, audit_index)
-        connection.execute(history_table.insert().values(**row))
+        connection.execute(_INSERT_HISTORY, row)
 
     def _insert_evidence(
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
     ) -> int:
         connection.execute(
-            evidences_table.insert().values(
+            _INSERT_EVIDENCE,
+            dict(
                 evidence_id=evidence.evidence_id,
                 message_id=message_id,
                 type=evidence.type.value,
                 issued_at=evidence.issued_at,
                 sha256=evidence.sha256,
                 subject_sha256=evidence.subject_sha256,
-            )
+            ),
         )
         details: Mapping[str, JSON] = {
             "evidence_id": evidence.evidence_id,
@@ -426,7 +441,7 @@ class MessageStore(MessageReader):
         connection: Connection, message_id: str, entry: OutboxEntry, now: datetime
     ) -> None:
         connection.execute(
-            outbox_table.insert().values(
+            _INSERT_OUTBOX, dict(
                 id=str(uuid.uuid4()), message_id=message_id, kind=entry.kind,
                 evidence_id=entry.evidence_id, channel=entry.channel, attempts=0,
                 next_attempt_at=now, created_at=now,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,6 +141,9 @@ class SubmissionRecord:
     # The id the intake already named in its answer and evidence; fresh when None.
     submission_id: str | None = None
     outbox: OutboxEntry | None = None  # queued for the dispatcher in the same transaction
+    # Small blobs (digest -> bytes) written in the same transaction (gateway.small_blobs);
+    # every other digest named above must already be in the blob store.
+    blobs: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,18 @@ from gateway.blobs import (
     FolderBlobStore,
     PostgresBlobStore,
     blob_store_for,
+    large_blob_store_for,
 )
 from gateway.db import Database
+from gateway.small_blobs import TieredBlobStore
 
 MiB = 1024 * 1024
 
 
 @pytest.fixture()
 def blobs(db: Database, tmp_path: Path) -> BlobStore:
-    return blob_store_for(db, tmp_path / "data")
+    """The store for large blobs and streams (tests/test_small_blobs.py has the small tier)."""
+    return large_blob_store_for(db, tmp_path / "data" / "blobs")
 
 
 def stored_things(blobs: BlobStore) -> Sequence[object]:
@@ -58,7 +61,7 @@ def generated(total: int, piece: int = 64 * 1024) -> Iterator[bytes]:
 def test_blob_store_for_matches_the_database(db: Database, tmp_path: Path) -> None:
     store = blob_store_for(db, tmp_path)
     expected = PostgresBlobStore if db.dialect == "postgresql" else FolderBlobStore
-    assert isinstance(store, expected)
+    assert isinstance(store, TieredBlobStore) and isinstance(store.large, expected)
 
 
 @pytest.mark.parametrize("data", [b"", b"x", b"envelope" * 1000, bytes(range(256)) * 8193])

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 
 from gateway.audit import AuditLog
 from gateway.audit_verify import verify_store
-from gateway.blobs import FolderBlobStore
+from gateway.blobs import blob_store_for
 from gateway.bootstrap import read_demo_tokens
 from gateway.db import Database
 from gateway.model import Direction, EvidenceType, Status, check_transition
@@ -165,7 +165,7 @@ def client(
 def open_store(data_dir: Path) -> MessageStore:
     db = Database.from_url(f"sqlite:///{data_dir / 'rogatory.db'}", migrate_schema=False)
     audit = AuditLog(db, origin=GATEWAY_ID)
-    return MessageStore(db, FolderBlobStore(data_dir / "blobs"), audit, gateway_id=GATEWAY_ID)
+    return MessageStore(db, blob_store_for(db, data_dir), audit, gateway_id=GATEWAY_ID)
 
 
 def check_answered(store: MessageStore, post: Post) -> None:
