@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.audit import JSON, AuditEvent, AuditLog
 from gateway.blobs import BlobStore
 from gateway.db import Database
+from gateway.group_commit import GroupCommit
 from gateway.model import EvidenceType, Status, StatusChange, check_transition
 from gateway.small_blobs import keep_small
 from gateway.store_queries import MessageReader
@@ -82,17 +83,39 @@ class MessageStore(MessageReader):
         self.audit = audit
         self.gateway_id = gateway_id  # the actor of the gateway's own decisions
         self._clock = clock
+        # Concurrent submissions share a transaction and its sync (gateway.group_commit).
+        self._submissions = GroupCommit(self._record_submissions, self._record_one_submission)
 
     # --- writes ---
 
     def record_submission(self, submission: SubmissionRecord) -> SubmissionOutcome:
         """Store a submission's first answer and, with a readable id, its message; or replay.
 
+        Submissions recorded at the same moment by other threads share the
+        transaction and its commit (``gateway.group_commit``); each gets its own outcome.
+
         If ``(authority_id, message_id)`` was recorded before, nothing is
         stored and the first answer comes back, saying whether the envelope
         was the same.
         """
         self._check_submission(submission)
+        return self._submissions.write(submission)
+
+    def _record_submissions(
+        self, submissions: Sequence[SubmissionRecord]
+    ) -> list[SubmissionOutcome]:
+        """Several submissions in one transaction (group commit); any error fails them all."""
+        outcomes = []
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            for submission in submissions:
+                earlier = self._replay(connection, submission)
+                if earlier is None:
+                    first = self._insert_submission(connection, submission)
+                    earlier = SubmissionOutcome(first, replayed=False, same_envelope=True)
+                outcomes.append(earlier)
+        return outcomes
+
+    def _record_one_submission(self, submission: SubmissionRecord) -> SubmissionOutcome:
         try:
             with self.db.begin_write() as connection, self.audit.batch(connection):
                 earlier = self._replay(connection, submission)
