@@ -31,6 +31,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = prepare_settings(settings)
     services = build_services(settings)
+    # Loaded now, not by the first submission (pyHanko's import takes about half a second).
+    import signing.pades_verify  # noqa: F401
+
     app = Flask("rogatory", static_folder=None)
     # Attachments stream to the blob store; this bounds the whole request body.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

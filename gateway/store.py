@@ -64,6 +64,9 @@ _INSERT_HISTORY = history_table.insert()
 _INSERT_ATTACHMENT = attachments_table.insert()
 _INSERT_EVIDENCE = evidences_table.insert()
 _INSERT_OUTBOX = outbox_table.insert()
+_EXISTS = sa.select(messages_table.c.message_id).where(
+    messages_table.c.message_id == sa.bindparam("message_id")
+)
 
 
 class MessageStore(MessageReader):
@@ -473,10 +476,7 @@ class MessageStore(MessageReader):
 
     @staticmethod
     def _exists(connection: Connection, message_id: str) -> bool:
-        query = sa.select(messages_table.c.message_id).where(
-            messages_table.c.message_id == message_id
-        )
-        return connection.execute(query).first() is not None
+        return connection.execute(_EXISTS, {"message_id": message_id}).first() is not None
 
 
 # The records travel with the store: one import for its callers.

@@ -33,6 +33,15 @@ from gateway.store_records import (
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
+# The lookups of every submission, built once (a reused statement keeps its compiled form).
+_FIRST_ANSWER = sa.select(submissions_table).where(
+    submissions_table.c.authority_id == sa.bindparam("authority_id"),
+    submissions_table.c.message_id == sa.bindparam("message_id"),
+)
+_MESSAGE = sa.select(messages_table).where(
+    messages_table.c.message_id == sa.bindparam("message_id")
+)
+
 
 class MessageReader:
     """Queries over the stored messages."""
@@ -45,9 +54,8 @@ class MessageReader:
             return self._first_answer(connection, authority_id, message_id)
 
     def message(self, message_id: str) -> Message | None:
-        query = sa.select(messages_table).where(messages_table.c.message_id == message_id)
         with self.db.begin_read() as connection:
-            row = connection.execute(query).one_or_none()
+            row = connection.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
         return None if row is None else message_from(row)
 
     def visible_to(self, message_id: str, authority_id: str) -> bool:
@@ -127,17 +135,13 @@ class MessageReader:
     def _first_answer(
         connection: Connection, authority_id: str, message_id: str
     ) -> FirstAnswer | None:
-        query = sa.select(submissions_table).where(
-            submissions_table.c.authority_id == authority_id,
-            submissions_table.c.message_id == message_id,
-        )
-        row = connection.execute(query).one_or_none()
+        params = {"authority_id": authority_id, "message_id": message_id}
+        row = connection.execute(_FIRST_ANSWER, params).one_or_none()
         return None if row is None else first_answer_from(row)
 
     @staticmethod
     def _message(connection: Connection, message_id: str) -> Message:
-        query = sa.select(messages_table).where(messages_table.c.message_id == message_id)
-        row = connection.execute(query).one_or_none()
+        row = connection.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
         if row is None:
             raise UnknownMessage(message_id)
         return message_from(row)
