@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from pathlib import Path
 
@@ -11,6 +12,7 @@ EVIDENCE_NS = "urn:rogatory:evidence:1"
 _SCHEMA_FILE = "envelope-1.xsd"
 
 
+@functools.cache  # looked up for every envelope validated
 def _resource(name: str) -> Path:
     # Rogatory is never installed zipped: a real path lets callers open and glob.
     return Path(str(files(__name__) / name))
