@@ -321,6 +321,8 @@ class MessageStore(MessageReader):
         connection.execute(history_table.insert(), history)
         if submission.outbox is not None:
             self._enqueue(connection, message.message_id, submission.outbox, now)
+        if submission.notice is not None:
+            self._enqueue(connection, message.message_id, submission.notice, now)
         if submission.attachments:
             rows = [
                 {
