@@ -183,8 +183,15 @@ class EmailAdapter:
             if not _MESSAGE_ID.fullmatch(value):
                 raise PermanentError(f"{value!r} cannot name an e-mail")
         boundary = "=_mixed_" + secrets.token_hex(16)
-        text = "\r\n".join(textwrap.wrap(notice.summary, 76)) + (
-            f"\r\n\r\nThe gateway's signed notice is attached ({notice.file_name}).\r\n"
+        paragraphs = (
+            notice.summary,
+            f"The gateway's signed notice is attached ({notice.file_name}).",
+        )
+        text = (
+            "\r\n\r\n".join(
+                "\r\n".join(textwrap.wrap(p, 76, break_on_hyphens=False)) for p in paragraphs
+            )
+            + "\r\n"
         )
         mixed = b"".join([
             f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode(),

@@ -35,6 +35,7 @@ from gateway.notice import (
     NoticeError,
     ReplyRef,
     build_notice,
+    file_name,
     new_notice_id,
     notice_xml,
     read_notice,
@@ -118,6 +119,24 @@ def test_a_notice_from_another_issuer_or_of_another_kind_is_refused(
         notice_xml(a_notice(in_reply_to="not-a-uuid"))
 
 
+NOTICE_ABOUT = "1b0e6a52-7d3c-4c39-9a51-0c0ffee00001"
+
+
+def notice_for(
+    signer: Signer, issuer_name: str = "Rogatory gateway of Argentina"
+) -> OutgoingNotice:
+    """A signed notice as an adapter gets it (for the channel tests)."""
+    notice = build_notice(
+        new_notice_id(), GatewayRef("gw-ar", issuer_name, "AR"), NOTICE_ABOUT,
+        ReplyRef("2b0e6a52-7d3c-4c39-9a51-0c0ffee00002", "AR-MJ", "ES-MJ", "ab" * 32),
+        NoticeChannel("sftp"), "the sender chose the sftp channel",
+    )  # fmt: skip
+    return OutgoingNotice(
+        notice.notice_id, NOTICE_ABOUT, notice.reply.message_id, sign_notice(notice, signer),
+        file_name(notice.notice_id), notice.summary(),
+    )  # fmt: skip
+
+
 # ---- intake: the notice is queued with the reply ---------------------------------------
 
 
@@ -135,7 +154,7 @@ def directory(pki: DevPKI) -> AuthorityDirectory:
                 "Ministerio de Justicia y Derechos Humanos",
                 signing_certificates=signs("AR-MJ"),
                 channels=(GW_AR, MAIL_AR),
-            ),  # fmt: skip
+            ),
         ],
         [PeerGateway("gw-ar", "https://127.0.0.1:9/")],
     )
