@@ -24,12 +24,14 @@ from gateway.model import Status
 from gateway.notice import NoticeChannel, ReplyRef, build_notice, read_notice, sign_notice
 from gateway.outbox import Backoff
 from gateway.pair import prepare_pair
+from gateway.peer_notice import MAX_NOTICE_BYTES
 from gateway.pki import load_dev_pki
 from gateway.services import Services, build_services
 from signing.keys import Signer
 from signing.xades_sign import sign_xml
 from tests.gateway_process import GatewayProcess, free_port
 from tests.mailservers import SmtpRelay, smtp_relay
+from tests.test_record import detach_all
 
 ES_MAIL = "mj@es.example"
 
@@ -146,7 +148,7 @@ def _post_notice(pair: Pair, message_id: str, data: bytes) -> Reply:
 
 
 def test_a_reply_that_overrides_the_channel_is_announced_and_the_requester_records_it(
-    pair: Pair,
+    pair: Pair, tmp_path: Path
 ) -> None:
     es, ar = pair.es, pair.ar
     request = _request_delivered(pair)
@@ -193,6 +195,12 @@ def test_a_reply_that_overrides_the_channel_is_announced_and_the_requester_recor
     assert [(n["notice_id"], n["direction"], n["reply_channel"]) for n in shown["notices"]] == [
         (notice.notice_id, "received", "e-mail")
     ]
+
+    # Both written records hold the notice, byte for byte.
+    for side, about, folder in ((es, request, "es"), (ar, answer, "ar")):
+        (tmp_path / folder).mkdir()
+        files = detach_all(side.services.written_record(about.message_id), tmp_path / folder)
+        assert files[f"notice-{notice.notice_id}.xml"] == document
 
     # The same notice posted again is answered alike and recorded once.
     before = es.services.audit.size()
@@ -243,6 +251,7 @@ def test_bad_notices_are_refused_with_a_reason_and_recorded(pair: Pair) -> None:
         (request.message_id, b"OK", 422, "notice-invalid", "signature is not valid"),
         (inbound.message_id, genuine, 404, "unknown-message", "gateway gw-ar serves"),
         ("no-such-message", genuine, 404, "unknown-message", "no message no-such-message"),
+        (request.message_id, b"<" * (MAX_NOTICE_BYTES + 1), 413, "notice-too-large", "at most"),
     ]  # fmt: skip
     for about, body, status, code, why in cases:
         answer = _post_notice(pair, about, body)
@@ -259,7 +268,7 @@ def test_bad_notices_are_refused_with_a_reason_and_recorded(pair: Pair) -> None:
     assert es.kinds(other.message_id) == ["notice.refused"]
     # Not the peer's business: recorded on no message, never on the one named.
     assert es.kinds(inbound.message_id) == []
-    assert es.kinds(None)[-2:] == ["notice.refused", "notice.refused"]
+    assert es.kinds(None)[-3:] == ["notice.refused"] * 3
     assert es.kinds(request.message_id).count("notice.received") == 0
 
     # The genuine one is taken; the same id with other bytes is then a conflict.
