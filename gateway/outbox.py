@@ -1,15 +1,15 @@
 """The outbox: the dispatcher's queue, claimed under a lease, each step audited.
 
 A row is written in the transaction that accepts its message (with, for a
-reply that leaves by another channel than its conversation's, a "notice"
-row; or in the one that records the retrieval whose evidence goes back), so
-nothing accepted is ever without its work. Workers ``claim`` due rows under a lease (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL; the one writer lock on SQLite): the claim moves the message to
-``sending``. A worker that dies leaves a lease that runs out; the next claim
-takes the row again, recording ``sending -> waiting-for-retry -> sending``
-with the reason, and sends again. Senders are idempotent at the far side (a
-repeated message id is answered with the first evidence and delivered once),
-so a resend never delivers twice.
+reply that leaves by another channel than its conversation's, a "notice" row;
+or in the one that records the retrieval whose evidence goes back), so nothing
+accepted is ever without its work. Workers ``claim`` due rows under a lease
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the one writer lock on SQLite): the
+claim moves the message to ``sending``. A worker that dies leaves a lease that
+runs out; the next claim takes the row again, recording ``sending ->
+waiting-for-retry -> sending`` with the reason, and sends again. Senders are
+idempotent at the far side (a repeated message id is answered with the first
+evidence and delivered once), so a resend never delivers twice.
 
 ``done``, ``retry`` and ``fail`` finish a claim only while its lease is held
 by the same owner; a claim that lost its lease (another worker took over)
