@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from adapters.base import OutgoingNotice, PermanentError, TransientError
 from gateway.authorities import AuthorityDirectory
@@ -46,6 +46,9 @@ from signing.errors import SigningError
 from signing.keys import Signer
 from signing.timestamp import TimeStamper
 
+if TYPE_CHECKING:
+    from gateway.dispatcher import Transports
+
 
 class NoticeSender:
     def __init__(
@@ -55,7 +58,7 @@ class NoticeSender:
         directory: AuthorityDirectory,
         signer: Signer,
         issuer: GatewayRef,
-        transports: Any,  # gateway.dispatcher.Transports
+        transports: Transports,
         *,
         timestamper: TimeStamper | None,
         clock: Callable[[], datetime],
