@@ -2,9 +2,10 @@
 
 An adapter maps a message to its transport's native format and back; it
 never decides status, never writes to the store and never trusts what it
-fetches. The dispatcher gives it an ``Outgoing`` and reads a ``Receipt`` or
-one of the two errors; the poller asks a pull adapter for ``Incoming`` items
-and acknowledges each once intake has answered it.
+fetches. The dispatcher gives it an ``Outgoing`` (or an ``OutgoingNotice``)
+and reads a ``Receipt`` or one of the two errors; the poller asks a pull
+adapter for ``Incoming`` items and acknowledges each once intake has answered
+it.
 
 - ``send`` must be safe to call again for the same message after a crash:
   the far side recognises a repeated message id (a peer gateway answers with
@@ -61,6 +62,23 @@ class Outgoing:
 
 
 @dataclass(frozen=True)
+class OutgoingNotice:
+    """A gateway-signed notice (gateway.notice) that a reply went by another channel.
+
+    It goes by the channel the conversation came by; each adapter maps it to
+    its native form (a peer gateway's notices endpoint, a signed mail, a file
+    in the drop). Sending it again must leave one copy at the far side.
+    """
+
+    notice_id: str
+    in_reply_to: str  # the message the reply answers, which the far side sent
+    reply_id: str
+    document: bytes  # the signed notice XML
+    file_name: str  # what the document is called as a file: notice-<id>.xml
+    summary: str  # one paragraph for a person who opens it
+
+
+@dataclass(frozen=True)
 class Receipt:
     """What the far side said. ``evidences`` are signed evidence documents (a peer's
     RelayAcceptance or Delivery), still to be verified by the dispatcher."""
@@ -102,6 +120,8 @@ class Adapter(Protocol):
     """A push channel."""
 
     def send(self, outgoing: Outgoing) -> Receipt: ...
+
+    def send_notice(self, notice: OutgoingNotice) -> Receipt: ...
 
     def close(self) -> None: ...
 

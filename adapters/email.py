@@ -14,6 +14,11 @@ The Message-ID is made from the message id, so a resend after a crash is
 recognisable (and intake dedupes on the envelope's message id anyway). The
 Subject names nothing but that id: it travels unencrypted.
 
+A channel-override notice (gateway.notice) goes the same way, signed (and
+encrypted when the channel names a certificate): a ``multipart/mixed`` of a
+short text saying which reply went by which channel and why, and the
+gateway-signed ``notice-<id>.xml``; its Message-ID is made from the notice id.
+
 Polling reads the gateway's own mailbox over IMAP. Each mail is decrypted
 when it is enveloped, its S/MIME signature verified through the trust
 engine, and its signer's certificate mapped to an authority by ``sender_for``;
@@ -35,6 +40,7 @@ import re
 import secrets
 import smtplib
 import ssl
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -51,6 +57,7 @@ from adapters.base import (
     IncomingPart,
     Outcome,
     Outgoing,
+    OutgoingNotice,
     OutgoingPart,
     PermanentError,
     Receipt,
@@ -163,27 +170,68 @@ class EmailAdapter:
     # -- sending ---------------------------------------------------------------
 
     def send(self, outgoing: Outgoing) -> Receipt:
+        smtp, _ = self._destination()
+        if not _MESSAGE_ID.fullmatch(outgoing.message_id):
+            raise PermanentError(f"message id {outgoing.message_id!r} cannot name an e-mail")
+        mixed = self._mixed(outgoing, smtp.max_message_bytes)
+        return self._mail(mixed, outgoing.message_id, f"Rogatory message {outgoing.message_id}")
+
+    def send_notice(self, notice: OutgoingNotice) -> Receipt:
+        """A signed mail: the notice in words, and its signed XML attached."""
+        self._destination()
+        for value in (notice.notice_id, notice.in_reply_to):
+            if not _MESSAGE_ID.fullmatch(value):
+                raise PermanentError(f"{value!r} cannot name an e-mail")
+        boundary = "=_mixed_" + secrets.token_hex(16)
+        paragraphs = (
+            notice.summary,
+            f"The gateway's signed notice is attached ({notice.file_name}).",
+        )
+        text = (
+            "\r\n\r\n".join(
+                "\r\n".join(textwrap.wrap(p, 76, break_on_hyphens=False)) for p in paragraphs
+            )
+            + "\r\n"
+        )
+        mixed = b"".join([
+            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode(),
+            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n".encode(),
+            *((b"Content-Transfer-Encoding: 7bit\r\n\r\n", text.encode())
+              if text.isascii() else
+              (b"Content-Transfer-Encoding: base64\r\n\r\n", base64_lines(text.encode()))),
+            f"\r\n--{boundary}\r\n".encode(),
+            self._part_headers("application/xml", notice.file_name, None),
+            base64_lines(notice.document),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])  # fmt: skip
+        subject = f"Rogatory notice about message {notice.in_reply_to}"
+        return self._mail(mixed, f"notice-{notice.notice_id}", subject)
+
+    def _destination(self) -> tuple[SmtpConfig, EmailChannel]:
         if self.smtp is None or self.channel is None:
             raise PermanentError("this e-mail adapter has no SMTP server or address to send to")
-        smtp, channel = self.smtp, self.channel
-        for address in (smtp.from_address, channel.address):
+        for address in (self.smtp.from_address, self.channel.address):
             if not _ADDRESS.fullmatch(address):
                 raise PermanentError(
                     f"{address!r} is not an e-mail address this adapter sends with"
                 )
-        if not _MESSAGE_ID.fullmatch(outgoing.message_id):
-            raise PermanentError(f"message id {outgoing.message_id!r} cannot name an e-mail")
+        return self.smtp, self.channel
+
+    def _mail(self, mixed: bytes, local_id: str, subject: str) -> Receipt:
+        """Sign ``mixed`` (and encrypt it when the channel names a certificate), then send it."""
+        smtp, channel = self._destination()
         try:
-            mail = sign_smime(self._mixed(outgoing, smtp.max_message_bytes), self.signer)
+            mail = sign_smime(mixed, self.signer)
             if channel.smime_certificate is not None:
                 mail = encrypt_smime(mail, [self._recipient_certificate(channel.smime_certificate)])
         except SigningError as exc:
             raise PermanentError(f"the mail could not be signed or encrypted: {exc}") from None
-        message_id = f"<{outgoing.message_id}@{smtp.from_address.rsplit('@', 1)[1]}>"
+        # Made from the id, so a resend after a crash is recognisable.
+        message_id = f"<{local_id}@{smtp.from_address.rsplit('@', 1)[1]}>"
         headers = (
             f"From: {smtp.from_address}\r\n"
             f"To: {channel.address}\r\n"
-            f"Subject: Rogatory message {outgoing.message_id}\r\n"
+            f"Subject: {subject}\r\n"
             f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
             f"Message-ID: {message_id}\r\n"
         )

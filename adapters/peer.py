@@ -8,7 +8,9 @@ answers ``202`` with its signed Delivery evidence (returned in the
 reads), or a problem+json refusal carrying a signed rejection.
 
 Our evidences about a message the peer sent us (the Retrieval once our
-authority collects it) go back by ``POST /api/v1/messages/{id}/evidences``.
+authority collects it) go back by ``POST /api/v1/messages/{id}/evidences``;
+a notice that our reply to such a message went by another channel goes by
+``POST /api/v1/messages/{id}/notices`` (gateway.notice).
 
 The peer's server certificate must chain to its ``tls_ca`` and match its
 host name; when the directory pins certificates, it must be one of them.
@@ -28,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from adapters.base import Outgoing, PermanentError, Receipt, TransientError
+from adapters.base import Outgoing, OutgoingNotice, PermanentError, Receipt, TransientError
 from gateway.channels import PeerGateway
 
 CHUNK = 256 * 1024
@@ -93,6 +95,16 @@ class PeerAdapter:
         if status in (200, 201):
             return Receipt(reference=f"{self.peer.url}{path}")
         raise self._refusal(status, media_type, data, f"an evidence about {message_id}")
+
+    def send_notice(self, notice: OutgoingNotice) -> Receipt:
+        """Our signed notice that a reply to a message the peer sent went by another channel."""
+        path = f"/api/v1/messages/{quote(notice.in_reply_to, safe='')}/notices"
+        status, media_type, data, _ = self._post(
+            path, iter((notice.document,)), "application/xml", len(notice.document)
+        )
+        if status in (200, 201):  # 200: the peer had it already, from an earlier attempt
+            return Receipt(reference=f"{self.peer.url}{path}")
+        raise self._refusal(status, media_type, data, f"notice {notice.notice_id}")
 
     def close(self) -> None:
         """Close every kept-alive connection, whichever thread opened it."""

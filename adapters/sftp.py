@@ -27,6 +27,11 @@ and no content, so one bad drop never stops the poll. ``acknowledge`` moves a
 drop into ``processed/`` or ``rejected/``, as ``<name>.1``, ``<name>.2`` ...
 when the name is taken there, never over it.
 
+A channel-override notice (gateway.notice) is one file,
+``<folder>/notice-<notice id>.xml``, written as a hidden
+``.notice-<id>.xml.<random>.part`` and renamed the same way; a resend that
+finds the final name returns its receipt.
+
 The server must present the host key pinned in the channel before we even
 authenticate; we never read known_hosts and never learn a key on first use.
 One adapter holds one connection, reopened after an error; it is not meant
@@ -58,6 +63,7 @@ from adapters.base import (
     IncomingPart,
     Outcome,
     Outgoing,
+    OutgoingNotice,
     OutgoingPart,
     PermanentError,
     Receipt,
@@ -178,6 +184,32 @@ class SftpAdapter:
                 raise
         return Receipt(reference=final)
 
+    def send_notice(self, notice: OutgoingNotice) -> Receipt:
+        """The signed notice as one file, ``<folder>/notice-<id>.xml``, renamed into place whole."""
+        why = unsafe_name(notice.file_name)
+        if why:
+            raise PermanentError(f"{notice.file_name!r} cannot name a file on {self.where}: {why}")
+        folder = self.channel.folder
+        final = posixpath.join(folder, notice.file_name)
+        with self._remote(f"delivering notice {notice.notice_id} into {folder}"):
+            sftp = self._session()
+            if self._exists(sftp, final):
+                return Receipt(reference=final)  # an earlier attempt got through
+            self._require_folder(sftp, folder)
+            temp = posixpath.join(folder, f".{notice.file_name}.{secrets.token_hex(8)}.part")
+            try:
+                self._put_bytes(sftp, temp, notice.document)
+                try:
+                    sftp.rename(temp, final)
+                except OSError:
+                    if not self._exists(sftp, final):
+                        raise
+                    self._discard(sftp, temp)
+            except BaseException:
+                self._discard(sftp, temp)
+                raise
+        return Receipt(reference=final)
+
     def _file_names(self, outgoing: Outgoing) -> list[str]:
         """The attachments' file names, refused before anything is uploaded if unsafe."""
         why = unsafe_name(outgoing.message_id)
@@ -255,14 +287,18 @@ class SftpAdapter:
             )
 
     def _discard(self, sftp: Any, temp: str) -> None:
-        """Remove one of our .part directories, best effort: it never raises."""
+        """Remove one of our .part directories (or a notice's .part file), best effort: it
+        never raises."""
         if not self._alive():
             self._leftovers.add(temp)
             return
         try:
-            for entry in sftp.listdir_attr(temp):
-                sftp.remove(posixpath.join(temp, entry.filename))
-            sftp.rmdir(temp)
+            if not stat.S_ISDIR(sftp.lstat(temp).st_mode or 0):
+                sftp.remove(temp)
+            else:
+                for entry in sftp.listdir_attr(temp):
+                    sftp.remove(posixpath.join(temp, entry.filename))
+                sftp.rmdir(temp)
         except OSError as error:
             if error.errno != errno.ENOENT:
                 if not self._alive():

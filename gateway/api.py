@@ -21,6 +21,7 @@ from .authorities import Authority
 from .channels import PeerGateway
 from .intake_records import Origin
 from .model import EvidenceType, IllegalTransition, Status
+from .notice_trail import notices_of
 from .services import Services
 from .store import NotRecipient, StoreError
 
@@ -70,8 +71,8 @@ def _authenticate() -> Authority | PeerGateway | None:
     return directory.authenticate_client_certificate(cert) or directory.authenticate_peer(cert)
 
 
-# What a peer gateway may call: its intake and the evidences it sends back.
-PEER_ENDPOINTS = frozenset({"api.submit", "api.peer_evidence"})
+# What a peer gateway may call: its intake, the evidences it sends back, its notices.
+PEER_ENDPOINTS = frozenset({"api.submit", "api.peer_evidence", "api.peer_notice"})
 
 
 @api.before_request
@@ -80,7 +81,9 @@ def require_authority() -> Response | None:
     if isinstance(authority, PeerGateway):
         if request.endpoint not in PEER_ENDPOINTS:
             return problem(
-                403, "Forbidden", f"gateway {authority.id} may only post messages and evidences"
+                403,
+                "Forbidden",
+                f"gateway {authority.id} may only post messages, evidences and notices",
             )
         g.peer, g.authority = authority, None
         return None
@@ -164,6 +167,17 @@ def _message_json(message_id: str) -> dict[str, Any]:
                 "sha256": e.sha256,
             }
             for e in store.evidences(message_id)
+        ],
+        "notices": [
+            {
+                "notice_id": n.notice_id,
+                "direction": n.direction,
+                "at": n.at,
+                "sha256": n.sha256,
+                "reply_id": n.reply_id,
+                "reply_channel": n.reply_channel,
+            }
+            for n in notices_of(store.audit, message_id)
         ],
     }
 
@@ -289,6 +303,26 @@ def peer_evidence(message_id: str) -> Response:
     s.maybe_checkpoint()
     body = {"evidence_id": found.evidence.evidence_id, "type": found.evidence.type.value}
     return Response(json.dumps(body), status=201 if new else 200, mimetype="application/json")
+
+
+@api.post("/messages/<message_id>/notices")
+def peer_notice(message_id: str) -> Response:
+    """A peer gateway's signed notice that its reply to our message went by another channel."""
+    from .peer_notice import MAX_NOTICE_BYTES, NoticeRefused, accept_notice
+
+    peer: PeerGateway | None = g.peer
+    if peer is None:
+        return problem(403, "Forbidden", "only a peer gateway posts notices")
+    data = request.stream.read(MAX_NOTICE_BYTES + 1)
+    s = services()
+    try:
+        taken = accept_notice(s.store, s.engine, s.directory, peer, message_id, data)
+    except NoticeRefused as exc:
+        s.maybe_checkpoint()
+        return problem(exc.status, "Notice refused", str(exc), code=exc.code)
+    s.maybe_checkpoint()
+    body = {"notice_id": taken.notice.notice_id, "message_id": message_id}
+    return Response(json.dumps(body), status=201 if taken.new else 200, mimetype="application/json")
 
 
 @api.post("/verify")

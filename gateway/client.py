@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,20 @@ class GatewayClient:
             {k.lower(): v for k, v in response.getheaders()},
         )
 
-    def submit(self, envelope: bytes, attachments: Iterable[tuple[str, str, bytes]] = ()) -> Reply:
+    def submit(
+        self,
+        envelope: bytes,
+        attachments: Iterable[tuple[str, str, bytes]] = (),
+        *,
+        channel: str | None = None,
+    ) -> Reply:
+        """Post a signed envelope; ``channel`` asks for a channel kind instead of the route."""
+        path = "/api/v1/messages" + (f"?channel={quote(channel)}" if channel else "")
         items = list(attachments)
         if not items:
-            return self.request(
-                "POST", "/api/v1/messages", envelope, {"Content-Type": "application/xml"}
-            )
+            return self.request("POST", path, envelope, {"Content-Type": "application/xml"})
         content_type, body = related_body(envelope, items)
-        return self.request("POST", "/api/v1/messages", body, {"Content-Type": content_type})
+        return self.request("POST", path, body, {"Content-Type": content_type})
 
     def message(self, message_id: str) -> Reply:
         return self.request("GET", f"/api/v1/messages/{message_id}")

@@ -49,20 +49,23 @@ def request(*, with_attachments: bool = True) -> Example:
     return Example(_bytes(root), tuple(attachments), message_id, conversation_id)
 
 
-def reply(to: Example, *, kind: str = "execution-result") -> Example:
-    """AR-MJ answers ``to`` in the same conversation (no attachments)."""
+def reply(to: Example, *, kind: str = "execution-result", by: str = "AR") -> Example:
+    """The other side (AR-MJ, or ES-MJ with ``by="ES"``) answers ``to`` in the same
+    conversation (no attachments)."""
     root = etree.fromstring(to.envelope)
     message_id = str(uuid.uuid4())
     _set(root, "e:Header/e:MessageId", message_id)
     header = root.find("e:Header", _NS)
     kind_element = root.find("e:Header/e:MessageKind", _NS)
     assert header is not None and kind_element is not None
-    in_reply_to = etree.Element(f"{{{ENVELOPE_NS}}}InReplyTo")
+    in_reply_to = root.find("e:Header/e:InReplyTo", _NS)  # ``to`` may be a reply itself
+    if in_reply_to is None:
+        in_reply_to = etree.Element(f"{{{ENVELOPE_NS}}}InReplyTo")
+        kind_element.addprevious(in_reply_to)
     in_reply_to.text = to.message_id
-    kind_element.addprevious(in_reply_to)
     kind_element.text = kind
     _set(root, "e:Header/e:Created", datetime.now(UTC).isoformat(timespec="seconds"))
-    for role, country in (("Sender", "AR"), ("Recipient", "ES")):
+    for role, country in (("Sender", by), ("Recipient", "ES" if by == "AR" else "AR")):
         authority_id, name = _NAMES[country]
         _set(root, f"e:Header/e:{role}/e:AuthorityId", authority_id)
         _set(root, f"e:Header/e:{role}/e:Country", country)

@@ -13,7 +13,10 @@ One ``run_once`` claims up to ``batch`` rows under a lease and sends them on
   fails the message with the reason and our signed RelayFailure evidence.
 
 Rows of kind "evidence" carry one of our evidences (a Retrieval) back to the
-peer gateway a message came from. Nothing here raises for what a peer or a
+peer gateway a message came from; rows of kind "notice" carry a signed
+channel-override notice to the channel a reply's conversation came by
+(gateway.notice_sender). Either, given up, is recorded on its own and never
+fails the message it is about. Nothing here raises for what a peer or a
 server answers: every outcome is written to the store and the audit log.
 """
 
@@ -50,6 +53,7 @@ from gateway.evidence import (
     sign_evidence,
 )
 from gateway.model import EvidenceType, Status
+from gateway.notice_sender import NoticeSender
 from gateway.outbox import Backoff, Claim, LeaseLost, Outbox
 from gateway.peer_evidence import ADVANCES, recognise
 from gateway.routing import find_channel
@@ -122,6 +126,10 @@ class Dispatcher:
         self.owner = owner or default_owner()
         self.timestamper = timestamper
         self.clock = clock
+        self.notices = NoticeSender(
+            self.outbox, blobs, directory, signer, issuer, transports,
+            timestamper=timestamper, clock=clock,
+        )  # fmt: skip
         self._pool: ThreadPoolExecutor | None = None
 
     def run_once(self) -> DispatchStats:
@@ -164,6 +172,8 @@ class Dispatcher:
         try:
             if claim.kind == "evidence":
                 return self._send_evidence(claim)
+            if claim.kind == "notice":
+                return self._send_notice(claim)
             return self._send_message(claim)
         except LeaseLost as exc:
             log.warning("%s", exc)
@@ -261,6 +271,16 @@ class Dispatcher:
             return f"failed: {exc}"
         self.outbox.done(claim, details={"to": peer.id})
         return f"sent: {record.type.value} of {claim.message_id} to gateway {peer.id}"
+
+    def _send_notice(self, claim: Claim) -> str:
+        """A channel-override notice (gateway.notice_sender); its failure is its own alone."""
+        try:
+            return self.notices.send(claim)
+        except TransientError as exc:
+            return self._transient(claim, str(exc))
+        except PermanentError as exc:
+            self.outbox.fail(claim, str(exc))
+            return f"failed: notice {claim.evidence_id} about {claim.message_id}: {exc}"
 
     # --- outcomes ---
 

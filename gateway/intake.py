@@ -65,6 +65,7 @@ from gateway.multipart import (
     iter_parts,
     parse_content_type,
 )
+from gateway.notice import new_notice_id
 from gateway.routing import Facts, NoRoute, Route, channel_key, decide
 from gateway.settings import Settings
 from gateway.small_blobs import TieredBlobStore
@@ -140,8 +141,12 @@ class IntakeService:
         """The answer to one submission; never raises for what the request contains.
 
         ``channel`` is a channel kind the sender asks for instead of the usual
-        route (a reply then leaves by it; the route names the conversation's
-        channel as ``notice_by``, though no notice is sent there yet).
+        route. A reply then leaves by it, and when that moves it off the
+        channel its conversation came by (the route's ``notice_by``), the same
+        transaction also queues a gateway-signed notice (gateway.notice) for
+        that original channel: the other side is told which channel the reply
+        took and why. The notice never holds the reply back, and a notice that
+        cannot be sent does not fail it.
         """
         submission = Submission(authority, override=channel)
         return self._run(submission, content_type, body, content_length)
@@ -377,7 +382,7 @@ class IntakeService:
         message_ref = MessageRef.of_envelope(envelope, submission.envelope_bytes)
         then: tuple[Status, ...] = ()
         then_reason = None
-        outbox = None
+        outbox = notice = None
         if submission.origin is not None:
             # From outside, for one of ours: delivered here, answered with the Delivery.
             delivery, signed = self._evidence(submission, EvidenceType.DELIVERY, message_ref)
@@ -403,11 +408,17 @@ class IntakeService:
                 else:
                     then = (Status.QUEUED,)
                     outbox = OutboxEntry(route.key())
-                    submission.route = json.dumps(
-                        {"channel": json.loads(route.key()), "why": route.why}
-                        | ({"notice_by": json.loads(channel_key(route.notice_by))}
-                           if route.notice_by else {})
-                    )  # fmt: skip
+                    decision: dict[str, object] = {
+                        "channel": json.loads(route.key()), "why": route.why,
+                    }  # fmt: skip
+                    if route.notice_by is not None:
+                        # The conversation's channel is told, in the same transaction.
+                        notice = OutboxEntry(
+                            channel_key(route.notice_by), "notice", new_notice_id()
+                        )
+                        decision["notice_by"] = json.loads(notice.channel)
+                        decision["notice_reason"] = route.notice_reason
+                    submission.route = json.dumps(decision)
         record = SubmissionRecord(
             authority_id=submission.authority.id,
             envelope_sha256=message_ref.sha256_hex,
@@ -421,6 +432,7 @@ class IntakeService:
             then_reason=then_reason,
             submission_id=submission.submission_id,
             outbox=outbox,
+            notice=notice,
             blobs=submission.staged,
         )
         try:

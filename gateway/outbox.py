@@ -1,14 +1,15 @@
 """The outbox: the dispatcher's queue, claimed under a lease, each step audited.
 
-A row is written in the transaction that accepts its message (or records the
-retrieval whose evidence goes back), so nothing accepted is ever without its
-work. Workers ``claim`` due rows under a lease (``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL; the one writer lock on SQLite): the claim moves the message to
-``sending``. A worker that dies leaves a lease that runs out; the next claim
-takes the row again, recording ``sending -> waiting-for-retry -> sending``
-with the reason, and sends again. Senders are idempotent at the far side (a
-repeated message id is answered with the first evidence and delivered once),
-so a resend never delivers twice.
+A row is written in the transaction that accepts its message (with, for a
+reply that leaves by another channel than its conversation's, a "notice" row;
+or in the one that records the retrieval whose evidence goes back), so nothing
+accepted is ever without its work. Workers ``claim`` due rows under a lease
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; the one writer lock on SQLite): the
+claim moves the message to ``sending``. A worker that dies leaves a lease that
+runs out; the next claim takes the row again, recording ``sending ->
+waiting-for-retry -> sending`` with the reason, and sends again. Senders are
+idempotent at the far side (a repeated message id is answered with the first
+evidence and delivered once), so a resend never delivers twice.
 
 ``done``, ``retry`` and ``fail`` finish a claim only while its lease is held
 by the same owner; a claim that lost its lease (another worker took over)
@@ -41,8 +42,8 @@ class Claim:
 
     id: str
     message_id: str
-    kind: str  # "message" or "evidence"
-    evidence_id: str | None
+    kind: str  # "message", "evidence" or "notice"
+    evidence_id: str | None  # the evidence (or notice) a row of that kind carries
     channel: str  # gateway.routing.channel_key
     attempt: int  # 1 for the first try
     owner: str
@@ -177,11 +178,11 @@ class Outbox:
                 )
             for status in statuses:
                 message = self._moved(connection, message, status, reason, self.store.gateway_id)
-            if claim.kind == "evidence":
+            if claim.kind != "message":
+                prefix, carried = _carried(claim)
                 event = AuditEvent(
-                    "evidence.sent", self.store.gateway_id, claim.message_id,
-                    {"evidence_id": claim.evidence_id, "channel": claim.channel,
-                     **(details or {})},
+                    f"{prefix}.sent", self.store.gateway_id, claim.message_id,
+                    {**carried, "channel": claim.channel, **(details or {})},
                 )  # fmt: skip
                 self.audit.append(event, connection=connection)
 
@@ -204,15 +205,20 @@ class Outbox:
                     self.store.gateway_id,
                 )  # fmt: skip
             else:
+                prefix, carried = _carried(claim)
                 self.audit.append(
-                    AuditEvent("evidence.retry", self.store.gateway_id, claim.message_id,
-                               {"evidence_id": claim.evidence_id, "reason": text[:2000]}),
+                    AuditEvent(f"{prefix}.retry", self.store.gateway_id, claim.message_id,
+                               {**carried, "reason": text[:2000]}),
                     connection=connection,
                 )  # fmt: skip
         return at
 
     def fail(self, claim: Claim, reason: str, evidences: Sequence[EvidenceRecord] = ()) -> None:
-        """A permanent failure, or attempts used up: the message fails with ``reason``."""
+        """A permanent failure, or attempts used up: the message fails with ``reason``.
+
+        For a row carrying an evidence or a notice, only that item is given up
+        (an ``<kind>.undeliverable`` entry with the reason); its message stays as it is.
+        """
         self.store._require_blobs([e.sha256 for e in evidences])
         with self.db.begin_write() as connection, self.audit.batch(connection):
             self._hold(connection, claim)
@@ -227,11 +233,19 @@ class Outbox:
                     connection, message, Status.FAILED, reason[:2000], self.store.gateway_id
                 )
             else:
+                prefix, carried = _carried(claim)
                 self.audit.append(
-                    AuditEvent("evidence.undeliverable", self.store.gateway_id, claim.message_id,
-                               {"evidence_id": claim.evidence_id, "reason": reason[:2000]}),
+                    AuditEvent(f"{prefix}.undeliverable", self.store.gateway_id,
+                               claim.message_id, {**carried, "reason": reason[:2000]}),
                     connection=connection,
                 )  # fmt: skip
+
+    def note(self, claim: Claim, kind: str, details: dict[str, JSON]) -> None:
+        """An audit entry on the claim's message, written only while the lease is held."""
+        with self.db.begin_write() as connection:
+            self._hold(connection, claim)
+            event = AuditEvent(kind, self.store.gateway_id, claim.message_id, details)
+            self.audit.append(event, connection=connection)
 
     def _hold(self, connection: Connection, claim: Claim) -> None:
         row = connection.execute(
@@ -244,3 +258,10 @@ class Outbox:
                 f"outbox row {claim.id} (message {claim.message_id}) is no longer held by "
                 f"{claim.owner}"
             )
+
+
+def _carried(claim: Claim) -> tuple[str, dict[str, JSON]]:
+    """What a row that is not a message carries, as its audit entries name it."""
+    if claim.kind == "notice":
+        return "notice", {"notice_id": claim.evidence_id}
+    return "evidence", {"evidence_id": claim.evidence_id}

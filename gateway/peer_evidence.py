@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from gateway.authorities import fingerprint
 from gateway.blobs import BlobStore
 from gateway.channels import PeerGateway
@@ -55,13 +57,9 @@ def recognise(
             "its evidences cannot be recognised"
         )
     verified = read_evidence(data, engine, expect_issuer=peer.id)
-    cert = verified.signing_cert
-    if cert is None or fingerprint(cert) not in peer.evidence_signers:
-        found = fingerprint(cert) if cert is not None else "no certificate"
-        raise EvidenceError(
-            f"the evidence is signed with {found}, which is not an evidence signer of "
-            f"gateway {peer.id}"
-        )
+    refusal = signer_refusal(verified.signing_cert, peer, "evidence")
+    if refusal is not None:
+        raise EvidenceError(refusal)
     evidence = verified.evidence
     if evidence.message.message_id != message.message_id:
         raise EvidenceError(
@@ -79,6 +77,22 @@ def recognise(
         message.envelope_sha256,
     )  # fmt: skip
     return PeerEvidence(evidence, record)
+
+
+def signer_refusal(cert: x509.Certificate | None, peer: PeerGateway, what: str) -> str | None:
+    """Why ``cert`` does not sign for ``peer`` (an evidence, a notice), or None when it does."""
+    if not peer.evidence_signers:
+        return (
+            f"the authority directory lists no evidence_signers for gateway {peer.id}: "
+            f"its {what}s cannot be recognised"
+        )
+    if cert is None or fingerprint(cert) not in peer.evidence_signers:
+        found = fingerprint(cert) if cert is not None else "no certificate"
+        return (
+            f"the {what} is signed with {found}, which is not an evidence signer of "
+            f"gateway {peer.id}"
+        )
+    return None
 
 
 class PeerEvidenceRefused(Exception):

@@ -5,9 +5,9 @@ must be able to produce at any time a written record of a transmission and
 its original. ``written_record`` sets out what the gateway holds about one
 message (metadata, digests, verdicts, status history, evidences, and every
 audit entry with its inclusion proof against the latest signed checkpoint),
-embeds the original envelope, the evidences and the attachments byte for
-byte as PDF embedded files, and signs the whole with PAdES (B-B, or B-T with
-a time-stamping authority).
+embeds the original envelope, the evidences, the attachments and any
+channel-override notices byte for byte as PDF embedded files, and signs the
+whole with PAdES (B-B, or B-T with a time-stamping authority).
 
 Memory: a PDF embeds its files and pyHanko signs a document held in memory,
 so the originals are streamed from the blob store chunk by chunk (hashed on
@@ -37,6 +37,7 @@ from gateway import merkle
 from gateway.audit import AuditEntry, AuditLog
 from gateway.blobs import BlobStore
 from gateway.checkpoint import Checkpoint, format_time
+from gateway.notice_trail import notices_of
 from gateway.record_layout import Line, add_text_pages, fields, heading, verdict_lines
 from gateway.store_queries import MessageReader
 from gateway.store_records import EvidenceRecord, StoreError
@@ -116,7 +117,13 @@ def written_record(
                   names.take(a.file_name or a.content_id, "attachment"), a.media_type)
         for a in attachments
     ]  # fmt: skip
-    originals = [envelope, *ev_files, *att_files]
+    # Channel-override notices sent about it, or received about it (gateway.notice_trail).
+    notice_files = [
+        _Original(f"notice {n.notice_id} ({n.direction})", n.sha256,
+                  names.take(f"notice-{n.notice_id}.xml", "notice.xml"), "application/xml")
+        for n in notices_of(audit, message_id)
+    ]  # fmt: skip
+    originals = [envelope, *ev_files, *att_files, *notice_files]
     embedded = _Embedder(blobs, max_embedded)
     writer = PdfFileWriter()
     for original in originals:
@@ -154,6 +161,8 @@ def written_record(
                          ("  name in the manifest", attachment.file_name),
                          ("  media type", attachment.media_type),
                          ("  size", f"{attachment.size} bytes")])  # fmt: skip
+    for original in notice_files:
+        lines += _original_lines(original, embedded)
     lines += heading("3. Verification verdicts recorded at intake")
     lines += [Line("Envelope:"), *verdict_lines(message.verdict)]
     for attachment in attachments:

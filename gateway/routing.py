@@ -10,7 +10,7 @@ The rules (issue 5; Medellín Treaty on later communications):
    (``override``), the recipient's first listed channel of that kind that
    takes the message. If the override moved a reply off the channel its
    request came by, the route names that channel in ``notice_by``: the other
-   side is told there.
+   side is told there, with ``notice_reason`` (gateway.notice).
 4. No channel takes it: ``NoRoute`` with the reason, and the message fails
    visibly with it.
 
@@ -40,6 +40,7 @@ class Route:
     channel: Channel
     why: str
     notice_by: Channel | None = None  # the conversation's channel, told of the change
+    notice_reason: str | None = None  # what that notice gives as the reason
 
     def key(self) -> str:
         return channel_key(self.channel)
@@ -118,9 +119,11 @@ def decide(facts: Facts, recipient: Authority | None) -> Route | NoRoute:
         if came_by is not None and channel != came_by:
             if came_by_refused is not None:
                 why = f"the channel the request came by does not take it: {came_by_refused}"
+                reason = f"that channel does not take it ({came_by_refused})"
             else:
                 why = f"the sender asked for {channel.kind} instead of {describe(came_by)}"
-            return Route(recipient.id, channel, why, notice_by=came_by)
+                reason = f"the sender chose the {channel.kind} channel"
+            return Route(recipient.id, channel, why, notice_by=came_by, notice_reason=reason)
         why = "the sender's choice" if facts.override else "the recipient's preferred channel"
         return Route(recipient.id, channel, why)
     if facts.override is not None and not any(c.kind == facts.override for c in recipient.channels):

@@ -361,6 +361,8 @@ class MessageStore(MessageReader):
         connection.execute(_INSERT_HISTORY, history)
         if submission.outbox is not None:
             self._enqueue(connection, message.message_id, submission.outbox, now)
+        if submission.notice is not None:
+            self._enqueue(connection, message.message_id, submission.notice, now)
         if submission.attachments:
             rows = [
                 {

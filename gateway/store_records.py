@@ -141,6 +141,7 @@ class SubmissionRecord:
     # The id the intake already named in its answer and evidence; fresh when None.
     submission_id: str | None = None
     outbox: OutboxEntry | None = None  # queued for the dispatcher in the same transaction
+    notice: OutboxEntry | None = None  # a channel-override notice, queued with it
     # Small blobs (digest -> bytes) written in the same transaction (gateway.small_blobs);
     # every other digest named above must already be in the blob store.
     blobs: Mapping[str, bytes] = field(default_factory=dict)
@@ -148,11 +149,11 @@ class SubmissionRecord:
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """Work for the dispatcher: send the message, or send one of our evidences back."""
+    """Work for the dispatcher: send the message, one of our evidences back, or a notice."""
 
     channel: str  # gateway.routing.channel_key of the channel to use
-    kind: str = "message"  # or "evidence"
-    evidence_id: str | None = None
+    kind: str = "message"  # or "evidence", or "notice" (gateway.notice_sender)
+    evidence_id: str | None = None  # the evidence id, or the notice id, the row carries
 
 
 @dataclass(frozen=True)

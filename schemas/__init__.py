@@ -1,4 +1,4 @@
-"""Package data: the envelope schema and example envelopes."""
+"""Package data: the envelope, evidence and notice schemas, and example envelopes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 ENVELOPE_NS = "urn:rogatory:envelope:1"
 EVIDENCE_NS = "urn:rogatory:evidence:1"
+NOTICE_NS = "urn:rogatory:notice:1"
 
 _SCHEMA_FILE = "envelope-1.xsd"
 
@@ -26,6 +27,11 @@ def schema_path() -> Path:
 def evidence_schema_path() -> Path:
     """Path of the evidence XSD (namespace ``EVIDENCE_NS``)."""
     return _resource("evidence-1.xsd")
+
+
+def notice_schema_path() -> Path:
+    """Path of the channel-override notice XSD (namespace ``NOTICE_NS``)."""
+    return _resource("notice-1.xsd")
 
 
 def examples_dir() -> Path:

@@ -12,6 +12,9 @@ import hashlib
 import io
 import subprocess
 from collections.abc import Iterator
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ import pytest
 from adapters.base import Outgoing, OutgoingPart, PermanentError, TransientError
 from adapters.email import EmailAdapter, ImapConfig, SmtpConfig
 from gateway.channels import EmailChannel
+from gateway.notice import read_notice
 from gateway.pki import DevPKI, create_dev_pki
 from signing.keys import Signer
 from signing.smime import sign_smime
@@ -33,6 +37,7 @@ from tests.mailservers import (
     issue_smime,
     smtp_relay,
 )
+from tests.test_notice import NOTICE_ABOUT, notice_for
 
 pytestmark = pytest.mark.skipif(
     not DOVECOT.exists(), reason=f"{DOVECOT} is not installed (Debian: dovecot-imapd, -lmtpd)"
@@ -458,3 +463,70 @@ def test_wrong_imap_password_is_permanent(
 
     with pytest.raises(PermanentError, match="refused the login of es"):
         list(adapter.fetch())
+
+
+# ---- channel-override notices (gateway.notice) ----------------------------------
+
+
+def _parts(entity: bytes) -> dict[str, Message]:
+    parsed = BytesParser(policy=compat32).parsebytes(entity)
+    assert parsed.get_content_type() == "multipart/mixed"
+    return {part.get_filename() or part.get_content_type(): part for part in parsed.get_payload()}
+
+
+@pytest.mark.parametrize("issuer", ["Rogatory gateway of Argentina", "Pasarela de la República"])
+def test_a_notice_by_email_is_a_signed_mail_that_openssl_verifies(
+    relay: SmtpRelay,
+    mailbox: Dovecot,
+    ar_smime: Signer,
+    mail_engine: TrustEngine,
+    mail_pki: DevPKI,
+    issuer: str,
+) -> None:
+    notice = notice_for(ar_smime, issuer)
+    receipt = counterpart(ar_smime, mail_engine, relay, None).send_notice(notice)
+
+    assert receipt.reference == f"<notice-{notice.notice_id}@ar.example>"
+    [mail] = relay.received
+    assert f"Subject: Rogatory notice about message {NOTICE_ABOUT}".encode() in mail
+    assert b"Content-Type: multipart/signed" in mail
+    checked = openssl("cms", "-verify", "-CAfile", str(mail_pki.root_path), stdin=mail)
+    assert checked.returncode == 0, checked.stderr
+    parts = _parts(checked.stdout)
+    assert set(parts) == {"text/plain", notice.file_name}
+    text = parts["text/plain"].get_payload(decode=True).decode("utf-8")
+    assert all(len(line) <= 78 for line in text.split("\r\n"))
+    assert notice.notice_id in text and NOTICE_ABOUT in text  # an id is never cut in two
+    words = " ".join(text.split())
+    assert words.startswith(notice.summary) and issuer in words
+    assert words.endswith(f"The gateway's signed notice is attached ({notice.file_name}).")
+    attached = parts[notice.file_name].get_payload(decode=True)
+    assert attached == notice.document
+    assert read_notice(attached, mail_engine, expect_issuer="gw-ar").notice.notice_id == (
+        notice.notice_id
+    )
+    assert len(mailbox.messages("es")) == 1  # delivered to the counterpart's mailbox
+
+
+def test_a_notice_by_email_is_encrypted_when_the_channel_names_a_certificate(
+    relay: SmtpRelay,
+    es_smime: Signer,
+    ar_smime: Signer,
+    mail_engine: TrustEngine,
+    mail_pki: DevPKI,
+) -> None:
+    notice = notice_for(ar_smime)
+    sender = counterpart(ar_smime, mail_engine, relay, mail_pki.cert_path("gw-es-smime"))
+    sender.send_notice(notice)
+
+    [mail] = relay.received
+    assert notice.notice_id.encode() in mail  # in the Message-ID; nothing else in clear
+    assert NOTICE_ABOUT.encode() in mail and notice.file_name.encode() not in mail
+    opened = openssl(
+        "cms", "-decrypt", "-recip", str(mail_pki.cert_path("gw-es-smime")),
+        "-inkey", str(mail_pki.key_path("gw-es-smime")), stdin=mail,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    checked = openssl("cms", "-verify", "-CAfile", str(mail_pki.root_path), stdin=opened.stdout)
+    assert checked.returncode == 0, checked.stderr
+    assert _parts(checked.stdout)[notice.file_name].get_payload(decode=True) == notice.document

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -12,11 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Incoming, Outgoing, OutgoingPart, PermanentError, TransientError
+from adapters.base import (
+    Incoming,
+    Outgoing,
+    OutgoingNotice,
+    OutgoingPart,
+    PermanentError,
+    TransientError,
+)
 from adapters.sftp import SftpAdapter
 from gateway.channels import SftpChannel
+from gateway.pki import DevPKI
+from signing.keys import Signer
 from tests.gateway_process import free_port
 from tests.sshd import SSHD, Sshd, keygen, openssh_fingerprint, public_key_line
+from tests.test_notice import NOTICE_ABOUT, notice_for
 
 pytestmark = pytest.mark.skipif(
     not SSHD.exists(), reason=f"OpenSSH's {SSHD} is not installed (apt-get install openssh-server)"
@@ -551,3 +562,54 @@ def test_a_malformed_drop_is_reported(
     assert f"{drop}/m-1" in incoming.problem
     adapter.acknowledge(incoming, "rejected")
     assert entries(drop) == {"rejected"}
+
+
+# ---- channel-override notices (gateway.notice) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def gateway_signer(pki: DevPKI) -> Signer:
+    return pki.signer("MX-FGR")  # any certificate of the dev PKI serves as the gateway's
+
+
+def test_a_notice_over_sftp_appears_only_under_its_final_name(
+    adapter_for: AdapterFor, drop: Path, gateway_signer: Signer
+) -> None:
+    adapter = adapter_for()
+    notice = notice_for(gateway_signer)
+    during: list[set[str]] = []
+    write = adapter._put_bytes
+
+    def watched(sftp: object, path: str, data: bytes) -> None:
+        write(sftp, path, data)
+        during.append(entries(drop))  # written whole, not yet renamed
+
+    adapter._put_bytes = watched  # type: ignore[method-assign]
+    receipt = adapter.send_notice(notice)
+
+    assert receipt.reference == f"{drop}/{notice.file_name}"
+    [hidden] = during[0]
+    assert re.fullmatch(rf"\.{re.escape(notice.file_name)}\.[0-9a-f]{{16}}\.part", hidden)
+    assert entries(drop) == {notice.file_name}
+    assert (drop / notice.file_name).read_bytes() == notice.document
+
+    # A resend after a crash finds the final name: one copy, the first.
+    again = adapter_for().send_notice(
+        OutgoingNotice(notice.notice_id, NOTICE_ABOUT, notice.reply_id, b"<other/>",
+                       notice.file_name, notice.summary)
+    )  # fmt: skip
+    assert again == receipt
+    assert entries(drop) == {notice.file_name}
+    assert (drop / notice.file_name).read_bytes() == notice.document
+
+
+def test_a_notice_for_a_missing_folder_is_a_permanent_error(
+    sshd: Sshd, tmp_path: Path, gateway_signer: Signer
+) -> None:
+    gone = tmp_path / "gone"
+    adapter = SftpAdapter(channel(sshd, gone), client_key=sshd.client_key, authority_id="AR-MJ")
+    try:
+        with pytest.raises(PermanentError, match="does not exist"):
+            adapter.send_notice(notice_for(gateway_signer))
+    finally:
+        adapter.close()

@@ -1,0 +1,148 @@
+"""Sending a channel-override notice: the dispatcher's work on an outbox row of kind "notice".
+
+Intake queues the row with the reply it speaks of, for the channel the
+conversation came by (``Route.notice_by``). Each attempt:
+
+- finds that channel as the reply's recipient lists it in the directory now;
+- builds the notice (gateway.notice) and, the first time, signs it with the
+  gateway's evidence signer, keeps it in the blob store and writes
+  ``notice.issued`` on the reply; every later attempt sends those same bytes,
+  so the far side, which records a notice once, sees one document;
+- hands it to that channel's adapter (``send_notice``) and, once taken,
+  writes ``notice.sent`` with the notice id, channel, digest and receipt.
+
+Failures come back as the adapters' ``TransientError`` or ``PermanentError``;
+the dispatcher retries or gives up on the notice alone (``notice.retry``,
+``notice.undeliverable``), never on the reply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from adapters.base import OutgoingNotice, PermanentError, TransientError
+from gateway.authorities import AuthorityDirectory
+from gateway.blobs import BlobStore
+from gateway.channels import GatewayChannel, describe
+from gateway.evidence import GatewayRef
+from gateway.notice import (
+    Notice,
+    NoticeChannel,
+    NoticeError,
+    ReplyRef,
+    build_notice,
+    file_name,
+    sign_notice,
+)
+from gateway.notice_trail import ISSUED, issued
+from gateway.outbox import Claim, Outbox
+from gateway.routing import find_channel
+from gateway.store import MessageStore
+from gateway.store_records import Message
+from signing.errors import SigningError
+from signing.keys import Signer
+from signing.timestamp import TimeStamper
+
+if TYPE_CHECKING:
+    from gateway.dispatcher import Transports
+
+
+class NoticeSender:
+    def __init__(
+        self,
+        outbox: Outbox,
+        blobs: BlobStore,
+        directory: AuthorityDirectory,
+        signer: Signer,
+        issuer: GatewayRef,
+        transports: Transports,
+        *,
+        timestamper: TimeStamper | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.outbox = outbox
+        self.store: MessageStore = outbox.store
+        self.blobs = blobs
+        self.directory = directory
+        self.signer = signer
+        self.issuer = issuer
+        self.transports = transports
+        self.timestamper = timestamper
+        self.clock = clock
+
+    def send(self, claim: Claim) -> str:
+        """Send the claimed notice; what happened, as the dispatcher reports it."""
+        message = self.store.message(claim.message_id)
+        if message is None or message.in_reply_to is None or claim.evidence_id is None:
+            raise PermanentError(
+                f"notice {claim.evidence_id} speaks of no reply stored as {claim.message_id}"
+            )
+        recipient = self.directory.get(message.recipient_id)
+        channel = find_channel(recipient, claim.channel) if recipient is not None else None
+        if channel is None:
+            raise PermanentError(
+                f"the channel {claim.channel} of {message.recipient_id} is no longer in the "
+                "authority directory"
+            )
+        notice = self._notice(claim.evidence_id, message)
+        document, sha256 = self._signed(claim, notice)
+        adapter = self.transports.adapter(channel)
+        try:
+            receipt = adapter.send_notice(
+                OutgoingNotice(
+                    notice.notice_id, notice.in_reply_to, message.message_id, document,
+                    file_name(notice.notice_id), notice.summary(),
+                )
+            )  # fmt: skip
+        finally:
+            if not isinstance(channel, GatewayChannel):  # built for this send alone
+                adapter.close()
+        self.outbox.done(
+            claim,
+            details={
+                "sha256": sha256, "reply_id": message.message_id,
+                "reply_channel": str(notice.channel), "to": describe(channel),
+                "reference": receipt.reference,
+            },
+        )  # fmt: skip
+        return f"sent: notice {notice.notice_id} about {message.message_id} by {describe(channel)}"
+
+    def _notice(self, notice_id: str, message: Message) -> Notice:
+        assert message.in_reply_to is not None
+        route = json.loads(message.route or "{}")
+        went_by = route.get("channel") or {}
+        kind = str(went_by.get("kind"))
+        gateway = str(went_by["gateway"]) if kind == "gateway" else None
+        reason = route.get("notice_reason") or f"of the reply's route: {route.get('why')}"
+        try:
+            return build_notice(
+                notice_id, self.issuer, message.in_reply_to,
+                ReplyRef(message.message_id, message.sender_id, message.recipient_id,
+                         message.envelope_sha256),
+                NoticeChannel(kind, gateway), str(reason),
+                conversation_id=message.conversation_id, clock=self.clock,
+            )  # fmt: skip
+        except NoticeError as exc:
+            raise PermanentError(f"notice {notice_id} cannot be built: {exc}") from None
+
+    def _signed(self, claim: Claim, notice: Notice) -> tuple[bytes, str]:
+        """The signed notice: the one issued by an earlier attempt, or a new one, kept."""
+        earlier = issued(self.store.audit, claim.message_id, notice.notice_id)
+        if earlier is not None and self.blobs.exists(earlier):
+            return self.blobs.read(earlier), earlier
+        try:
+            document = sign_notice(notice, self.signer, timestamper=self.timestamper)
+        except NoticeError as exc:
+            raise PermanentError(f"notice {notice.notice_id} is not valid: {exc}") from None
+        except SigningError as exc:  # a time-stamping authority that is down, most likely
+            raise TransientError(f"notice {notice.notice_id} could not be signed: {exc}") from None
+        blob = self.blobs.put(document)
+        self.outbox.note(
+            claim, ISSUED,
+            {"notice_id": notice.notice_id, "sha256": blob.sha256, "channel": claim.channel,
+             "reply_channel": str(notice.channel), "reason": notice.reason},
+        )  # fmt: skip
+        return document, blob.sha256
