@@ -219,8 +219,9 @@ class Dispatcher:
             return self._permanent(claim, message, f"gateway {channel.gateway} is not listed")
         problems: list[str] = []
         for data in receipt.evidences:
+            staged: dict[str, bytes] = {}  # written with the outcome, in its transaction
             try:
-                found = recognise(data, peer, message, self.engine, self.blobs)
+                found = recognise(data, peer, message, self.engine, self.blobs, staged)
             except EvidenceError as exc:
                 problems.append(str(exc))
                 continue
@@ -229,7 +230,7 @@ class Dispatcher:
                 reasons = "; ".join(f"{r.code}: {r.text}" for r in evidence.reasons)
                 self.outbox.fail(
                     claim, f"gateway {peer.id} issued {evidence.type.value}: {reasons}",
-                    (found.record,),
+                    (found.record,), blobs=staged,
                 )  # fmt: skip
                 return f"failed: {message.message_id} {evidence.type.value}"
             advance = ADVANCES.get(evidence.type)
@@ -238,7 +239,7 @@ class Dispatcher:
                 continue
             self.outbox.done(
                 claim, advance[1], (found.record,),
-                reason=f"{evidence.type.value} from gateway {peer.id}",
+                reason=f"{evidence.type.value} from gateway {peer.id}", blobs=staged,
             )  # fmt: skip
             return f"sent: {message.message_id} {advance[1][-1].value} by gateway {peer.id}"
         detail = "; ".join(problems) or "no evidence in the answer"

@@ -14,7 +14,6 @@ and only PDFs up to ``MAX_PDF_VERIFY_BYTES`` are read back to be verified.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -68,7 +67,7 @@ from gateway.multipart import (
 from gateway.notice import new_notice_id
 from gateway.routing import Facts, NoRoute, Route, channel_key, decide
 from gateway.settings import Settings
-from gateway.small_blobs import TieredBlobStore
+from gateway.small_blobs import stage
 from gateway.store import MessageStore
 from gateway.store_records import Answer as StoredAnswer
 from gateway.store_records import (
@@ -474,11 +473,7 @@ class IntakeService:
     def _keep(self, submission: Submission, data: bytes) -> str:
         """The digest of bytes to keep: small ones are written with the submission's
         record, in its one transaction; others go to the blob store now."""
-        if isinstance(self.blobs, TieredBlobStore) and self.blobs.is_small(data):
-            sha256 = hashlib.sha256(data).hexdigest()
-            submission.staged[sha256] = data
-            return sha256
-        return self.blobs.put(data).sha256
+        return stage(self.blobs, data, submission.staged)
 
     def _keep_now(self, submission: Submission) -> None:
         """Write what was staged, for an audit entry that names it outside a record."""

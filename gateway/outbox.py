@@ -19,7 +19,7 @@ changes nothing and says so.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.audit import JSON, AuditEvent
+from gateway.group_commit import GroupCommit
 from gateway.model import Status, allowed_next
+from gateway.small_blobs import keep_small
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message, outbox_table
 
@@ -68,12 +70,25 @@ class LeaseLost(Exception):
     """The claim's lease ran out and another worker took the row (or finished it)."""
 
 
+@dataclass(frozen=True)
+class _Done:
+    """One finished send, as ``Outbox.done`` was given it."""
+
+    claim: Claim
+    statuses: tuple[Status, ...]
+    evidences: tuple[EvidenceRecord, ...]
+    reason: str | None
+    details: dict[str, JSON] | None
+    blobs: Mapping[str, bytes]
+
+
 class Outbox:
     def __init__(self, store: MessageStore, *, clock: Callable[[], datetime] = _now) -> None:
         self.store = store
         self.db = store.db
         self.audit = store.audit
         self._clock = clock
+        self._finished: GroupCommit[_Done, None] = GroupCommit(self._done_all, self._done_one)
 
     # --- reading ---
 
@@ -165,26 +180,49 @@ class Outbox:
         *,
         reason: str | None = None,
         details: dict[str, JSON] | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> None:
-        """The send worked: the row goes, the message moves through ``statuses``."""
-        self.store._require_blobs([e.sha256 for e in evidences])
+        """The send worked: the row goes, the message moves through ``statuses``.
+
+        ``blobs`` are small evidence bytes (digest -> bytes) written in the same
+        transaction (gateway.small_blobs.stage). Sends finishing at the same moment
+        on other threads share the transaction and its commit (gateway.group_commit);
+        LeaseLost still reaches only the claim that lost its lease.
+        """
+        blobs = blobs or {}
+        self.store._require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
+        self._finished.write(
+            _Done(claim, tuple(statuses), tuple(evidences), reason, details, blobs)
+        )
+
+    def _done_all(self, items: Sequence[_Done]) -> list[None]:
         with self.db.begin_write() as connection, self.audit.batch(connection):
-            self._hold(connection, claim)
-            connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
-            message = self.store._message(connection, claim.message_id)
-            for evidence in evidences:
-                self.store._insert_evidence(
-                    connection, claim.message_id, evidence, self.store.gateway_id
-                )
-            for status in statuses:
-                message = self._moved(connection, message, status, reason, self.store.gateway_id)
-            if claim.kind != "message":
-                prefix, carried = _carried(claim)
-                event = AuditEvent(
-                    f"{prefix}.sent", self.store.gateway_id, claim.message_id,
-                    {**carried, "channel": claim.channel, **(details or {})},
-                )  # fmt: skip
-                self.audit.append(event, connection=connection)
+            for item in items:
+                self._done(connection, item)
+        return [None] * len(items)
+
+    def _done_one(self, item: _Done) -> None:
+        self._done_all([item])
+
+    def _done(self, connection: Connection, item: _Done) -> None:
+        claim = item.claim
+        self._hold(connection, claim)
+        keep_small(connection, item.blobs)
+        connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
+        message = self.store._message(connection, claim.message_id)
+        for evidence in item.evidences:
+            self.store._insert_evidence(
+                connection, claim.message_id, evidence, self.store.gateway_id
+            )
+        for status in item.statuses:
+            message = self._moved(connection, message, status, item.reason, self.store.gateway_id)
+        if claim.kind != "message":
+            prefix, carried = _carried(claim)
+            event = AuditEvent(
+                f"{prefix}.sent", self.store.gateway_id, claim.message_id,
+                {**carried, "channel": claim.channel, **(item.details or {})},
+            )  # fmt: skip
+            self.audit.append(event, connection=connection)
 
     def retry(self, claim: Claim, reason: str, delay: timedelta) -> datetime:
         """A transient failure: try again after ``delay``; returns when."""
@@ -213,15 +251,25 @@ class Outbox:
                 )  # fmt: skip
         return at
 
-    def fail(self, claim: Claim, reason: str, evidences: Sequence[EvidenceRecord] = ()) -> None:
+    def fail(
+        self,
+        claim: Claim,
+        reason: str,
+        evidences: Sequence[EvidenceRecord] = (),
+        *,
+        blobs: Mapping[str, bytes] | None = None,
+    ) -> None:
         """A permanent failure, or attempts used up: the message fails with ``reason``.
 
         For a row carrying an evidence or a notice, only that item is given up
         (an ``<kind>.undeliverable`` entry with the reason); its message stays as it is.
+        ``blobs`` as for ``done``.
         """
-        self.store._require_blobs([e.sha256 for e in evidences])
+        blobs = blobs or {}
+        self.store._require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
         with self.db.begin_write() as connection, self.audit.batch(connection):
             self._hold(connection, claim)
+            keep_small(connection, blobs)
             connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
             for evidence in evidences:
                 self.store._insert_evidence(

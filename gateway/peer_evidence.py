@@ -21,6 +21,7 @@ from gateway.blobs import BlobStore
 from gateway.channels import PeerGateway
 from gateway.evidence import Evidence, EvidenceError, read_evidence
 from gateway.model import Direction, EvidenceType, IllegalTransition, Status
+from gateway.small_blobs import stage
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message, StoreError
 from signing.trust import TrustEngine
@@ -47,8 +48,13 @@ def recognise(
     message: Message,
     engine: TrustEngine | None,
     blobs: BlobStore,
+    staged: dict[str, bytes] | None = None,
 ) -> PeerEvidence:
-    """The peer's evidence about ``message``, kept as a blob; EvidenceError says why not."""
+    """The peer's evidence about ``message``, kept as a blob; EvidenceError says why not.
+
+    With ``staged``, small bytes are left there for the transaction that records
+    the evidence (gateway.small_blobs.stage) instead of being written now.
+    """
     if engine is None:
         raise EvidenceError("no trust anchors are configured: a peer's evidence cannot be checked")
     if not peer.evidence_signers:
@@ -71,9 +77,9 @@ def recognise(
             "the evidence speaks of other envelope bytes than those sent "
             f"({evidence.message.sha256_hex}, not {message.envelope_sha256})"
         )
-    blob = blobs.put(data)
+    sha256 = blobs.put(data).sha256 if staged is None else stage(blobs, data, staged)
     record = EvidenceRecord(
-        evidence.evidence_id, evidence.type, evidence.event_time, blob.sha256,
+        evidence.evidence_id, evidence.type, evidence.event_time, sha256,
         message.envelope_sha256,
     )  # fmt: skip
     return PeerEvidence(evidence, record)

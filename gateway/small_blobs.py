@@ -62,6 +62,20 @@ def keep_small(connection: Connection, blobs: Mapping[str, bytes]) -> None:
     connection.execute(_INSERT[connection.dialect.name], rows)
 
 
+def stage(blobs: BlobStore, data: bytes, staged: dict[str, bytes]) -> str:
+    """The digest under which ``data`` will be kept.
+
+    Small bytes, when ``blobs`` keeps them in the database, go into ``staged``
+    for the transaction that records what names them (``keep_small``); any
+    other bytes are put in ``blobs`` now.
+    """
+    if isinstance(blobs, TieredBlobStore) and blobs.is_small(data):
+        sha256 = hashlib.sha256(data).hexdigest()
+        staged[sha256] = data
+        return sha256
+    return blobs.put(data).sha256
+
+
 class TieredBlobStore:
     """Small blobs in the database, the rest in ``large``; see the module docstring."""
 
@@ -117,4 +131,11 @@ class TieredBlobStore:
         return self.db.begin_write()
 
 
-__all__ = ["SMALL_BLOB_MAX", "BlobNotFound", "TieredBlobStore", "keep_small", "small_blobs_table"]
+__all__ = [
+    "SMALL_BLOB_MAX",
+    "BlobNotFound",
+    "TieredBlobStore",
+    "keep_small",
+    "small_blobs_table",
+    "stage",
+]

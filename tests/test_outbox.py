@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 from dataclasses import replace
@@ -505,4 +506,66 @@ def test_a_delivery_that_arrived_on_its_own_is_neither_repeated_nor_blocks_the_q
     assert [c.message_id for c in claimed] == ["m2"]  # m3's row dropped, m2 still sent
     assert status(store, "m3") is Status.DELIVERED
     assert any(e.kind == "outbox.dropped" for e in store.audit.entries_for("m3"))
+    assert_audit_verifies(store, key)
+
+
+# --- sends finishing together (group commit) -----------------------------------
+
+
+def test_sends_finishing_together_share_a_commit_and_a_lost_lease_stays_its_own(
+    store: MessageStore,
+    outbox: Outbox,
+    clock: Clock,
+    key: ec.EllipticCurvePrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [f"g{n}" for n in range(8)]
+    for message_id in ids:
+        queue(store, message_id)
+    claims = outbox.claim("worker-1", 10, LEASE)
+    clock.advance(120)
+    [taken] = outbox.claim("worker-2", 1, LEASE)  # the oldest row changed hands
+    lost = next(c for c in claims if c.message_id == taken.message_id)
+    groups: list[int] = []
+    real = Outbox._done_all
+
+    def counting(self: Outbox, items: Any) -> list[None]:
+        groups.append(len(items))
+        return real(self, items)
+
+    monkeypatch.setattr(Outbox, "_done_all", counting)
+    together = Outbox(store, clock=clock)  # built after the patch, so it groups through it
+    staged = {c.message_id: b"<Evidence Delivery of %s/>" % c.message_id.encode() for c in claims}
+    outcomes: dict[str, object] = {}
+    start = threading.Barrier(len(claims))
+
+    def finish(claim: Claim) -> None:
+        data = staged[claim.message_id]
+        sha256 = hashlib.sha256(data).hexdigest()
+        message = store.message(claim.message_id)
+        assert message is not None
+        delivery = EvidenceRecord(
+            f"ev-delivery-{claim.message_id}", EvidenceType.DELIVERY, datetime.now(UTC), sha256,
+            message.envelope_sha256,
+        )  # fmt: skip
+        start.wait()
+        try:
+            together.done(claim, (Status.DELIVERED,), (delivery,), blobs={sha256: data})
+            outcomes[claim.message_id] = "done"
+        except LeaseLost as exc:
+            outcomes[claim.message_id] = exc
+
+    threads = [threading.Thread(target=finish, args=(c,)) for c in claims]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert isinstance(outcomes.pop(lost.message_id), LeaseLost)
+    assert outcomes == {m: "done" for m in ids if m != lost.message_id}
+    for message_id in outcomes:
+        assert status(store, message_id) is Status.DELIVERED
+        [kept] = [e for e in store.evidences(message_id) if e.type is EvidenceType.DELIVERY]
+        assert store.blobs.read(kept.sha256) == staged[message_id]  # written with the outcome
+    assert status(store, lost.message_id) is Status.SENDING  # worker-2's to finish
+    assert any(size > 1 for size in groups), groups
     assert_audit_verifies(store, key)
