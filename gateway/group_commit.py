@@ -14,9 +14,12 @@ never takes another down with it, and the error reaches only its caller.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+log = logging.getLogger("rogatory.group_commit")
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -95,8 +98,9 @@ class GroupCommit(Generic[Item, Outcome]):
                 outcomes = (
                     self._write_all([slot.item for slot in group]) if len(group) > 1 else None
                 )
-            except Exception:
-                outcomes = None  # rolled back: each one again on its own, below
+            except Exception as exc:  # rolled back: each one again on its own, below
+                log.info("a group of %d writes failed (%s); writing each alone", len(group), exc)
+                outcomes = None
             if outcomes is not None:
                 if len(outcomes) != len(group):
                     raise RuntimeError("write_all returned a different number of outcomes")
