@@ -56,7 +56,7 @@ from gateway.model import EvidenceType, Status
 from gateway.notice_sender import NoticeSender
 from gateway.outbox import Backoff, Claim, LeaseLost, Outbox
 from gateway.peer_evidence import ADVANCES, recognise
-from gateway.routing import find_channel
+from gateway.routing import ChannelGone, channel_now
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message
 from signing.keys import Signer
@@ -185,14 +185,10 @@ class Dispatcher:
     def _send_message(self, claim: Claim) -> str:
         message = self.store.message(claim.message_id)
         assert message is not None  # the outbox row's foreign key
-        recipient = self.directory.get(message.recipient_id)
-        channel = find_channel(recipient, claim.channel) if recipient is not None else None
-        if channel is None:
-            return self._permanent(
-                claim, message,
-                f"the channel {claim.channel} of {message.recipient_id} is no longer in the "
-                "authority directory",
-            )  # fmt: skip
+        try:
+            channel = channel_now(self.directory, message.recipient_id, claim.channel)
+        except ChannelGone as exc:
+            return self._permanent(claim, message, str(exc))
         try:
             adapter = self.transports.adapter(channel)
             receipt = adapter.send(self._outgoing(message))

@@ -39,7 +39,7 @@ from gateway.notice import (
 )
 from gateway.notice_trail import ISSUED, issued
 from gateway.outbox import Claim, Outbox
-from gateway.routing import find_channel
+from gateway.routing import ChannelGone, channel_now
 from gateway.store import MessageStore
 from gateway.store_records import Message
 from signing.errors import SigningError
@@ -80,13 +80,10 @@ class NoticeSender:
             raise PermanentError(
                 f"notice {claim.evidence_id} speaks of no reply stored as {claim.message_id}"
             )
-        recipient = self.directory.get(message.recipient_id)
-        channel = find_channel(recipient, claim.channel) if recipient is not None else None
-        if channel is None:
-            raise PermanentError(
-                f"the channel {claim.channel} of {message.recipient_id} is no longer in the "
-                "authority directory"
-            )
+        try:
+            channel = channel_now(self.directory, message.recipient_id, claim.channel)
+        except ChannelGone as exc:
+            raise PermanentError(str(exc)) from None
         notice = self._notice(claim.evidence_id, message)
         document, sha256 = self._signed(claim, notice)
         adapter = self.transports.adapter(channel)
