@@ -14,7 +14,9 @@ On our message that a peer's reply answers:
 
 - ``notice.received``: the peer's notice, verified;
 - ``notice.refused``: a notice from that peer not taken, and why (on no message when
-  it named one the peer has no business with).
+  it named one the peer has no business with);
+- ``notice.deferred``: its signature could not be checked now (revocation data
+  unavailable); the peer was asked to post it again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ISSUED = "notice.issued"
 SENT = "notice.sent"
 RECEIVED = "notice.received"
 REFUSED = "notice.refused"
+DEFERRED = "notice.deferred"
 
 
 @dataclass(frozen=True)

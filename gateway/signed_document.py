@@ -170,7 +170,5 @@ def read_signed(
         raise kind.error(_listing(f"the signed {kind.name} is not valid", problems))
     issuer = kind.required(root, "Issuer/GatewayId")
     if expect_issuer is not None and issuer != expect_issuer:
-        raise kind.error(
-            f"the {kind.name} was issued by {issuer!r}, not by {expect_issuer!r}"
-        )
+        raise kind.error(f"the {kind.name} was issued by {issuer!r}, not by {expect_issuer!r}")
     return root, verified

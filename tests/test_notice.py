@@ -140,8 +140,9 @@ def notice_for(
 # ---- intake: the notice is queued with the reply ---------------------------------------
 
 
-@pytest.fixture(scope="session")
-def directory(pki: DevPKI) -> AuthorityDirectory:
+def es_directory(pki: DevPKI) -> AuthorityDirectory:
+    """gw-es's directory: ES-MJ served here; AR-MJ through gw-ar or by e-mail."""
+
     def signs(authority_id: str) -> frozenset[str]:
         return frozenset({fingerprint(pki.cert(authority_id))})
 
@@ -160,24 +161,29 @@ def directory(pki: DevPKI) -> AuthorityDirectory:
     )
 
 
-@pytest.fixture()
-def store(db: Database, tmp_path: Path) -> MessageStore:
-    blobs = blob_store_for(db, tmp_path / "data")
-    return MessageStore(db, blobs, AuditLog(db, origin="test.rogatory/notice"), gateway_id="gw-es")
-
-
-@pytest.fixture()
-def intake(
-    store: MessageStore,
-    engine: TrustEngine,
-    directory: AuthorityDirectory,
-    gateway_signer: Signer,
-    tmp_path: Path,
-) -> IntakeService:
-    settings = Settings(mode="development", data_dir=tmp_path / "data")
+def es_intake(db: Database, pki: DevPKI, engine: TrustEngine, folder: Path) -> IntakeService:
+    """gw-es's intake over a store in ``folder``, signing with any dev PKI certificate."""
+    blobs = blob_store_for(db, folder / "data")
+    store = MessageStore(db, blobs, AuditLog(db, origin="test.rogatory/notice"), gateway_id="gw-es")
+    settings = Settings(mode="development", data_dir=folder / "data")
     return IntakeService(
-        store, store.blobs, engine, directory, gateway_signer, settings, issuer=GW_ES
+        store, blobs, engine, es_directory(pki), signer_for(pki, "MX-FGR"), settings, issuer=GW_ES
     )
+
+
+@pytest.fixture(scope="session")
+def directory(pki: DevPKI) -> AuthorityDirectory:
+    return es_directory(pki)
+
+
+@pytest.fixture()
+def intake(db: Database, pki: DevPKI, engine: TrustEngine, tmp_path: Path) -> IntakeService:
+    return es_intake(db, pki, engine, tmp_path)
+
+
+@pytest.fixture()
+def store(intake: IntakeService) -> MessageStore:
+    return intake.store
 
 
 @dataclass

@@ -249,7 +249,7 @@ def test_bad_notices_are_refused_with_a_reason_and_recorded(pair: Pair) -> None:
                                            **conversation),
          422, "notice-invalid", "addressed to ES-XX"),
         (request.message_id, b"OK", 422, "notice-invalid", "signature is not valid"),
-        (inbound.message_id, genuine, 404, "unknown-message", "gateway gw-ar serves"),
+        (inbound.message_id, genuine, 404, "unknown-message", "was sent to gateway gw-ar"),
         ("no-such-message", genuine, 404, "unknown-message", "no message no-such-message"),
         (request.message_id, b"<" * (MAX_NOTICE_BYTES + 1), 413, "notice-too-large", "at most"),
     ]  # fmt: skip
