@@ -173,10 +173,12 @@ def _message_json(message_id: str) -> dict[str, Any]:
             {
                 "notice_id": n.notice_id,
                 "direction": n.direction,
+                "state": n.state,
                 "at": n.at,
                 "sha256": n.sha256,
                 "reply_id": n.reply_id,
                 "reply_channel": n.reply_channel,
+                "reason": n.reason,
             }
             for n in notices_of(store.audit, message_id)
         ],

@@ -81,6 +81,8 @@ class DispatchStats:
     retried: int = 0
     failed: int = 0
     lost: int = 0
+    postponed: int = 0  # notices waiting for their reply to leave
+    withdrawn: int = 0  # notices about a reply that failed
     outcomes: list[str] = field(default_factory=list)
 
 
@@ -128,7 +130,7 @@ class Dispatcher:
         self.clock = clock
         self.notices = NoticeSender(
             self.outbox, blobs, directory, signer, issuer, transports,
-            timestamper=timestamper, clock=clock,
+            timestamper=timestamper, clock=clock, backoff=self.backoff,
         )  # fmt: skip
         self._pool: ThreadPoolExecutor | None = None
 
@@ -139,12 +141,9 @@ class Dispatcher:
         stats.claimed = len(claims)
         if not claims:
             return stats
-        if self.concurrency <= 1 or len(claims) == 1:
-            outcomes = [self._handle(c) for c in claims]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, "rogatory-dispatch")
-            outcomes = list(self._pool.map(self._handle, claims))
+        # Notices last: one claimed with its reply then sees how the reply's send went.
+        outcomes = self._handle_all([c for c in claims if c.kind != "notice"])
+        outcomes += self._handle_all([c for c in claims if c.kind == "notice"])
         for outcome in outcomes:
             stats.outcomes.append(outcome)
             kind = outcome.split(":", 1)[0]
@@ -154,9 +153,20 @@ class Dispatcher:
                 stats.retried += 1
             elif kind == "failed":
                 stats.failed += 1
+            elif kind == "postponed":
+                stats.postponed += 1
+            elif kind == "withdrawn":
+                stats.withdrawn += 1
             else:
                 stats.lost += 1
         return stats
+
+    def _handle_all(self, claims: list[Claim]) -> list[str]:
+        if self.concurrency <= 1 or len(claims) <= 1:
+            return [self._handle(c) for c in claims]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, "rogatory-dispatch")
+        return list(self._pool.map(self._handle, claims))
 
     def close(self) -> None:
         if self._pool is not None:
