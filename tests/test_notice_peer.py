@@ -192,9 +192,9 @@ def test_a_reply_that_overrides_the_channel_is_announced_and_the_requester_recor
         shown = client.message(request.message_id).json()
     finally:
         client.close()
-    assert [(n["notice_id"], n["direction"], n["reply_channel"]) for n in shown["notices"]] == [
-        (notice.notice_id, "received", "e-mail")
-    ]
+    assert [
+        (n["notice_id"], n["direction"], n["state"], n["reply_channel"]) for n in shown["notices"]
+    ] == [(notice.notice_id, "received", "received", "e-mail")]
 
     # Both written records hold the notice, byte for byte.
     for side, about, folder in ((es, request, "es"), (ar, answer, "ar")):
