@@ -67,7 +67,11 @@ class OutgoingNotice:
 
     It goes by the channel the conversation came by; each adapter maps it to
     its native form (a peer gateway's notices endpoint, a signed mail, a file
-    in the drop). Sending it again must leave one copy at the far side.
+    in the drop). Every attempt carries the same signed bytes under the same
+    notice id, but only a peer gateway records it once: a resend by e-mail is
+    another mail (with the same Message-ID), and one to an SFTP drop leaves
+    the file again once the far side has collected the first. A reader tells
+    the copies apart by the notice id.
     """
 
     notice_id: str

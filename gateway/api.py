@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from .audit import AuditError
 from .authorities import Authority
 from .channels import PeerGateway
+from .intake_checks import RETRY_AFTER_SECONDS
 from .intake_records import Origin
 from .model import EvidenceType, IllegalTransition, Status
 from .notice_trail import notices_of
@@ -172,10 +173,12 @@ def _message_json(message_id: str) -> dict[str, Any]:
             {
                 "notice_id": n.notice_id,
                 "direction": n.direction,
+                "state": n.state,
                 "at": n.at,
                 "sha256": n.sha256,
                 "reply_id": n.reply_id,
                 "reply_channel": n.reply_channel,
+                "reason": n.reason,
             }
             for n in notices_of(store.audit, message_id)
         ],
@@ -299,10 +302,19 @@ def peer_evidence(message_id: str) -> Response:
     try:
         found, new = accept_from_peer(s.store, s.engine, peer, message_id, data)
     except PeerEvidenceRefused as exc:
-        return problem(exc.status, "Evidence refused", str(exc), code="evidence-refused")
+        return _retry_later(
+            problem(exc.status, "Evidence refused", str(exc), code="evidence-refused")
+        )
     s.maybe_checkpoint()
     body = {"evidence_id": found.evidence.evidence_id, "type": found.evidence.type.value}
     return Response(json.dumps(body), status=201 if new else 200, mimetype="application/json")
+
+
+def _retry_later(answer: Response) -> Response:
+    """A 503 (a signature that cannot be checked now) says when to post again, as intake does."""
+    if answer.status_code == 503:
+        answer.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return answer
 
 
 @api.post("/messages/<message_id>/notices")
@@ -319,7 +331,7 @@ def peer_notice(message_id: str) -> Response:
         taken = accept_notice(s.store, s.engine, s.directory, peer, message_id, data)
     except NoticeRefused as exc:
         s.maybe_checkpoint()
-        return problem(exc.status, "Notice refused", str(exc), code=exc.code)
+        return _retry_later(problem(exc.status, "Notice refused", str(exc), code=exc.code))
     s.maybe_checkpoint()
     body = {"notice_id": taken.notice.notice_id, "message_id": message_id}
     return Response(json.dumps(body), status=201 if taken.new else 200, mimetype="application/json")

@@ -56,7 +56,7 @@ from gateway.model import EvidenceType, Status
 from gateway.notice_sender import NoticeSender
 from gateway.outbox import Backoff, Claim, LeaseLost, Outbox
 from gateway.peer_evidence import ADVANCES, recognise
-from gateway.routing import find_channel
+from gateway.routing import ChannelGone, channel_now
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message
 from signing.keys import Signer
@@ -81,6 +81,8 @@ class DispatchStats:
     retried: int = 0
     failed: int = 0
     lost: int = 0
+    postponed: int = 0  # notices waiting for their reply to leave
+    withdrawn: int = 0  # notices about a reply that failed
     outcomes: list[str] = field(default_factory=list)
 
 
@@ -128,7 +130,7 @@ class Dispatcher:
         self.clock = clock
         self.notices = NoticeSender(
             self.outbox, blobs, directory, signer, issuer, transports,
-            timestamper=timestamper, clock=clock,
+            timestamper=timestamper, clock=clock, backoff=self.backoff,
         )  # fmt: skip
         self._pool: ThreadPoolExecutor | None = None
 
@@ -139,12 +141,9 @@ class Dispatcher:
         stats.claimed = len(claims)
         if not claims:
             return stats
-        if self.concurrency <= 1 or len(claims) == 1:
-            outcomes = [self._handle(c) for c in claims]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, "rogatory-dispatch")
-            outcomes = list(self._pool.map(self._handle, claims))
+        # Notices last: one claimed with its reply then sees how the reply's send went.
+        outcomes = self._handle_all([c for c in claims if c.kind != "notice"])
+        outcomes += self._handle_all([c for c in claims if c.kind == "notice"])
         for outcome in outcomes:
             stats.outcomes.append(outcome)
             kind = outcome.split(":", 1)[0]
@@ -154,9 +153,20 @@ class Dispatcher:
                 stats.retried += 1
             elif kind == "failed":
                 stats.failed += 1
+            elif kind == "postponed":
+                stats.postponed += 1
+            elif kind == "withdrawn":
+                stats.withdrawn += 1
             else:
                 stats.lost += 1
         return stats
+
+    def _handle_all(self, claims: list[Claim]) -> list[str]:
+        if self.concurrency <= 1 or len(claims) <= 1:
+            return [self._handle(c) for c in claims]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, "rogatory-dispatch")
+        return list(self._pool.map(self._handle, claims))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -185,14 +195,10 @@ class Dispatcher:
     def _send_message(self, claim: Claim) -> str:
         message = self.store.message(claim.message_id)
         assert message is not None  # the outbox row's foreign key
-        recipient = self.directory.get(message.recipient_id)
-        channel = find_channel(recipient, claim.channel) if recipient is not None else None
-        if channel is None:
-            return self._permanent(
-                claim, message,
-                f"the channel {claim.channel} of {message.recipient_id} is no longer in the "
-                "authority directory",
-            )  # fmt: skip
+        try:
+            channel = channel_now(self.directory, message.recipient_id, claim.channel)
+        except ChannelGone as exc:
+            return self._permanent(claim, message, str(exc))
         try:
             adapter = self.transports.adapter(channel)
             receipt = adapter.send(self._outgoing(message))

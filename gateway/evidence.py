@@ -11,12 +11,10 @@ so an evidence that breaks them can be neither built nor read.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from cryptography import x509
@@ -24,17 +22,19 @@ from lxml import etree
 
 from gateway.envelope import Envelope
 from gateway.model import EvidenceType
-from gateway.xsd import schema_for
+from gateway.signed_document import (
+    DocumentKind,
+    SignedDocumentError,
+    read_signed,
+    sign_document,
+    xml_time,
+)
 from schemas import EVIDENCE_NS, evidence_schema_path
-from signing.errors import InputError, XMLInputError
 from signing.keys import Signer
 from signing.timestamp import TimeStamper
 from signing.trust import TrustEngine
 from signing.verdict import DocumentReport
-from signing.xades_sign import Level, sign_xml
-from signing.xml_document import ENVELOPE_POLICY, verify_xml
 from signing.xmldsig import Digest
-from signing.xmlparse import parse_xml
 
 __all__ = [
     "AttachmentDigest",
@@ -53,7 +53,7 @@ __all__ = [
 SHA256 = Digest.SHA256.value
 
 
-class EvidenceError(InputError):
+class EvidenceError(SignedDocumentError):
     """An evidence that cannot be built, or one received that Rogatory refuses, and why."""
 
 
@@ -190,17 +190,11 @@ def build_evidence(
 
 # ---- writing ----------------------------------------------------------------
 
-
-def _el(parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
-    element = etree.SubElement(parent, f"{{{EVIDENCE_NS}}}{tag}", attrs)
-    element.text = text
-    return element
-
-
-def _time(value: datetime) -> str:
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
+_KIND = DocumentKind("evidence", EVIDENCE_NS, "Evidence", evidence_schema_path, EvidenceError)
+_el = _KIND.element
+_text = _KIND.text
+_required = _KIND.required
+_q = _KIND.q
 
 # The evidence namespace as the default one (lxml-stubs do not allow a None prefix).
 _NSMAP: Any = {None: EVIDENCE_NS}
@@ -210,7 +204,7 @@ def _tree(evidence: Evidence) -> Any:
     root = etree.Element(f"{{{EVIDENCE_NS}}}Evidence", {"version": "1.0"}, nsmap=_NSMAP)
     _el(root, "EvidenceId", evidence.evidence_id)
     _el(root, "EvidenceType", evidence.type.value)
-    _el(root, "EventTime", _time(evidence.event_time))
+    _el(root, "EventTime", xml_time(evidence.event_time))
     ref = evidence.message
     message = _el(root, "Message")
     for tag, value in (
@@ -245,19 +239,14 @@ def _tree(evidence: Evidence) -> Any:
 
 def evidence_xml(evidence: Evidence) -> bytes:
     """The unsigned evidence document (UTF-8), valid against the evidence XSD."""
-    root = _tree(evidence)
-    problems = _schema_problems(root)
-    if problems:
-        raise EvidenceError(_listing("the evidence is not valid", problems))
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return _KIND.serialized(_tree(evidence))
 
 
 def sign_evidence(
     evidence: Evidence, signer: Signer, *, timestamper: TimeStamper | None = None
 ) -> bytes:
     """The evidence document with the gateway's XAdES signature: B-B, or B-T with a TSA."""
-    level = Level.B_B if timestamper is None else Level.B_T
-    return sign_xml(evidence_xml(evidence), signer, level=level, timestamper=timestamper)
+    return sign_document(evidence_xml(evidence), signer, timestamper=timestamper)
 
 
 # ---- reading ----------------------------------------------------------------
@@ -276,52 +265,9 @@ def read_evidence(
     policy (one signature, over the whole document), the signed document is
     a valid evidence, and (if given) ``expect_issuer`` is its issuing gateway.
     """
-    verified = verify_xml(data, engine, at=at, policy=ENVELOPE_POLICY)
-    verdict = verified.report.verdict
-    if not verdict.ok:
-        sub = f"/{verdict.subindication.value}" if verdict.subindication else ""
-        raise EvidenceError(
-            f"the evidence's signature is not valid ({verdict.indication.value}{sub}): "
-            f"{verdict.reason}"
-        )
-    if verified.signed_document is None:  # ENVELOPE_POLICY passed, so never; kept as a guard
-        raise EvidenceError("the evidence's signature does not cover the whole document")
-    try:
-        root = parse_xml(verified.signed_document)
-    except XMLInputError as exc:
-        raise EvidenceError(f"the signed evidence cannot be read: {exc}") from None
-    if root.tag != f"{{{EVIDENCE_NS}}}Evidence":
-        raise EvidenceError(
-            f"the document is not a Rogatory evidence: its root is {root.tag}, "
-            f"not {{{EVIDENCE_NS}}}Evidence"
-        )
-    problems = _schema_problems(root)
-    if problems:
-        raise EvidenceError(_listing("the signed evidence is not valid", problems))
+    root, verified = read_signed(data, engine, _KIND, expect_issuer=expect_issuer, at=at)
     evidence = _from_xml(root)
-    if expect_issuer is not None and evidence.issuer.id != expect_issuer:
-        raise EvidenceError(
-            f"the evidence was issued by {evidence.issuer.id!r}, not by {expect_issuer!r}"
-        )
     return VerifiedEvidence(evidence, verified.report, verified.signing_cert)
-
-
-@cache
-def _q(path: str) -> str:
-    return "/".join(f"{{{EVIDENCE_NS}}}{step}" for step in path.split("/"))
-
-
-def _text(parent: Any, path: str) -> str | None:
-    value = parent.findtext(_q(path))
-    return None if value is None else str(value)
-
-
-def _required(parent: Any, path: str) -> str:
-    # The XSD made every required element present; this only narrows the type.
-    value = _text(parent, path)
-    if value is None:
-        raise EvidenceError(f"the evidence has no {path}")
-    return value
 
 
 def _from_xml(root: Any) -> Evidence:
@@ -352,40 +298,3 @@ def _from_xml(root: Any) -> Evidence:
         ),
         details=_text(root, "Details"),
     )
-
-
-# ---- schema -----------------------------------------------------------------
-
-
-@cache
-def _schema() -> Any:
-    return schema_for(evidence_schema_path())
-
-
-def _schema_problems(root: Any) -> list[str]:
-    """Each XSD error as ``/Evidence/Message/Digest: message``, or none."""
-    schema = _schema()
-    if schema.validate(root):
-        return []
-    return [_problem(root, entry) for entry in schema.error_log]
-
-
-_SUBJECT = re.compile(r"^Element '[^']*': ")
-
-
-def _problem(root: Any, entry: Any) -> str:
-    # "Element 'Country': [facet 'pattern'] ..." -> the path says which element.
-    message = _SUBJECT.sub("", str(entry.message).replace(f"{{{EVIDENCE_NS}}}", ""))
-    try:
-        found = root.getroottree().xpath(entry.path) if entry.path else []
-    except etree.XPathError:
-        found = []
-    if len(found) != 1 or not isinstance(found[0], etree._Element):
-        return f"(line {entry.line}): {message}"
-    steps = [etree.QName(e).localname for e in (found[0], *found[0].iterancestors())]
-    return "/" + "/".join(reversed(steps)) + f": {message}"
-
-
-def _listing(what: str, problems: Sequence[str]) -> str:
-    count = len(problems)
-    return f"{what} ({count} problem{'s' * (count != 1)}): " + "; ".join(problems)

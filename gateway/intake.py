@@ -27,6 +27,7 @@ from gateway.channels import Channel, EmailChannel, GatewayChannel, SftpChannel
 from gateway.evidence import EvidenceReason, GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import (
     MAX_PDF_VERIFY_BYTES,
+    RETRY_AFTER_SECONDS,
     Refused,
     body_chunks,
     check_attachments,
@@ -516,7 +517,7 @@ class IntakeService:
             refusal, signed, message_id=message_id, submission_id=submission.submission_id
         )
         # A refusal that is not final (revocation data unreachable) invites a retry.
-        retry = {} if refusal.final else {"Retry-After": "60"}
+        retry = {} if refusal.final else {"Retry-After": RETRY_AFTER_SECONDS}
         answer = Answer(refusal.status, PROBLEM_JSON, body, retry)
         envelope_sha256 = submission.envelope_sha256 or self._keep(submission, b"")
         # A message row exists only for an envelope whose signed content named this

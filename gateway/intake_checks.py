@@ -26,6 +26,8 @@ READ_CHUNK = 64 * 1024
 # rather than let one upload take the worker's memory.
 MAX_PDF_VERIFY_BYTES = 32 * 1024 * 1024
 PROBLEM_TYPE = "urn:rogatory:problem:"
+# How long a sender waits before posting again what could not be checked now (a 503).
+RETRY_AFTER_SECONDS = "60"
 
 
 MAX_DETAIL = 1000

@@ -26,17 +26,19 @@ from lxml import etree
 
 from gateway.channels import CHANNEL_KINDS
 from gateway.evidence import GatewayRef
-from gateway.xsd import schema_for
+from gateway.signed_document import (
+    DocumentKind,
+    SignedDocumentError,
+    read_signed,
+    sign_document,
+    xml_time,
+)
 from schemas import NOTICE_NS, notice_schema_path
-from signing.errors import InputError, XMLInputError
 from signing.keys import Signer
 from signing.timestamp import TimeStamper
 from signing.trust import TrustEngine
 from signing.verdict import DocumentReport
-from signing.xades_sign import Level, sign_xml
-from signing.xml_document import ENVELOPE_POLICY, verify_xml
 from signing.xmldsig import Digest
-from signing.xmlparse import parse_xml
 
 __all__ = [
     "Notice",
@@ -56,7 +58,7 @@ SHA256 = Digest.SHA256.value
 _CHANNEL_NAMES = {"gateway": "the peer gateway", "email": "e-mail", "sftp": "SFTP"}
 
 
-class NoticeError(InputError):
+class NoticeError(SignedDocumentError):
     """A notice that cannot be built, or one received that Rogatory refuses, and why."""
 
 
@@ -149,24 +151,17 @@ def build_notice(
 
 # ---- writing ----------------------------------------------------------------
 
+_KIND = DocumentKind("notice", NOTICE_NS, "Notice", notice_schema_path, NoticeError)
+_el = _KIND.element
+_text = _KIND.text
+_required = _KIND.required
 _NSMAP: Any = {None: NOTICE_NS}  # lxml-stubs do not allow a None prefix
-
-
-def _el(parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
-    element = etree.SubElement(parent, f"{{{NOTICE_NS}}}{tag}", attrs)
-    element.text = text
-    return element
-
-
-def _time(value: datetime) -> str:
-    text = value.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _tree(notice: Notice) -> Any:
     root = etree.Element(f"{{{NOTICE_NS}}}Notice", {"version": "1.0"}, nsmap=_NSMAP)
     _el(root, "NoticeId", notice.notice_id)
-    _el(root, "IssueTime", _time(notice.issue_time))
+    _el(root, "IssueTime", xml_time(notice.issue_time))
     issuer = _el(root, "Issuer")
     _el(issuer, "GatewayId", notice.issuer.id)
     _el(issuer, "Name", notice.issuer.name)
@@ -189,17 +184,12 @@ def _tree(notice: Notice) -> Any:
 
 def notice_xml(notice: Notice) -> bytes:
     """The unsigned notice document (UTF-8), valid against the notice XSD."""
-    root = _tree(notice)
-    problems = _schema_problems(root)
-    if problems:
-        raise NoticeError("the notice is not valid: " + "; ".join(problems))
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    return _KIND.serialized(_tree(notice))
 
 
 def sign_notice(notice: Notice, signer: Signer, *, timestamper: TimeStamper | None = None) -> bytes:
     """The notice document with the gateway's XAdES signature: B-B, or B-T with a TSA."""
-    level = Level.B_B if timestamper is None else Level.B_T
-    return sign_xml(notice_xml(notice), signer, level=level, timestamper=timestamper)
+    return sign_document(notice_xml(notice), signer, timestamper=timestamper)
 
 
 # ---- reading ----------------------------------------------------------------
@@ -214,45 +204,9 @@ def read_notice(
     policy (one signature, over the whole document), the signed document is a
     valid notice, and (if given) ``expect_issuer`` is its issuing gateway.
     """
-    verified = verify_xml(data, engine, policy=ENVELOPE_POLICY)
-    verdict = verified.report.verdict
-    if not verdict.ok or verified.signed_document is None:
-        sub = f"/{verdict.subindication.value}" if verdict.subindication else ""
-        raise NoticeError(
-            f"the notice's signature is not valid ({verdict.indication.value}{sub}): "
-            f"{verdict.reason}"
-        )
-    try:
-        root = parse_xml(verified.signed_document)
-    except XMLInputError as exc:
-        raise NoticeError(f"the signed notice cannot be read: {exc}") from None
-    if root.tag != f"{{{NOTICE_NS}}}Notice":
-        raise NoticeError(
-            f"the document is not a Rogatory notice: its root is {root.tag}, "
-            f"not {{{NOTICE_NS}}}Notice"
-        )
-    problems = _schema_problems(root)
-    if problems:
-        raise NoticeError("the signed notice is not valid: " + "; ".join(problems))
+    root, verified = read_signed(data, engine, _KIND, expect_issuer=expect_issuer)
     notice = _from_xml(root)
-    if expect_issuer is not None and notice.issuer.id != expect_issuer:
-        raise NoticeError(
-            f"the notice was issued by {notice.issuer.id!r}, not by {expect_issuer!r}"
-        )
     return VerifiedNotice(notice, verified.report, verified.signing_cert)
-
-
-def _text(parent: Any, path: str) -> str | None:
-    value = parent.findtext("/".join(f"{{{NOTICE_NS}}}{step}" for step in path.split("/")))
-    return None if value is None else str(value)
-
-
-def _required(parent: Any, path: str) -> str:
-    # The XSD made every required element present; this only narrows the type.
-    value = _text(parent, path)
-    if value is None:
-        raise NoticeError(f"the notice has no {path}")
-    return value
 
 
 def _from_xml(root: Any) -> Notice:
@@ -275,13 +229,3 @@ def _from_xml(root: Any) -> Notice:
         reason=_required(root, "Reason"),
         conversation_id=_text(root, "ConversationId"),
     )
-
-
-def _schema_problems(root: Any) -> list[str]:
-    schema: Any = schema_for(notice_schema_path())  # lxml-stubs: the error log is iterable
-    if schema.validate(root):
-        return []
-    return [
-        f"line {entry.line}: {str(entry.message).replace(f'{{{NOTICE_NS}}}', '')}"
-        for entry in schema.error_log
-    ]

@@ -100,6 +100,15 @@ class Outbox:
                 ).scalar_one()
             )
 
+    def due_at(self, message_id: str, kind: str = "message") -> datetime | None:
+        """When the row of ``kind`` for ``message_id`` is next due, if there is one."""
+        query = sa.select(outbox_table.c.next_attempt_at).where(
+            outbox_table.c.message_id == message_id, outbox_table.c.kind == kind
+        )
+        with self.db.begin_read() as connection:
+            found: datetime | None = connection.execute(query).scalars().first()
+        return found
+
     # --- claiming ---
 
     def claim(self, owner: str, limit: int, lease: timedelta) -> list[Claim]:
@@ -287,6 +296,35 @@ class Outbox:
                                claim.message_id, {**carried, "reason": reason[:2000]}),
                     connection=connection,
                 )  # fmt: skip
+
+    def postpone(self, claim: Claim, reason: str, until: datetime) -> None:
+        """Not yet (what it waits for has not happened): due again at ``until``.
+
+        The attempt is given back, so waiting never uses up a row's attempts;
+        ``reason`` is kept as the row's last error, with no audit entry.
+        """
+        with self.db.begin_write() as connection:
+            self._hold(connection, claim)
+            connection.execute(
+                outbox_table.update()
+                .where(outbox_table.c.id == claim.id)
+                .values(next_attempt_at=until, lease_owner=None, lease_until=None,
+                        attempts=claim.attempt - 1, last_error=reason[:2000])
+            )  # fmt: skip
+
+    def withdraw(self, claim: Claim, reason: str) -> None:
+        """A row that is no longer true to send (a notice about a reply that failed): it goes,
+        with a ``<kind>.withdrawn`` entry and the reason; its message stays as it is."""
+        assert claim.kind != "message"
+        with self.db.begin_write() as connection, self.audit.batch(connection):
+            self._hold(connection, claim)
+            connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
+            prefix, carried = _carried(claim)
+            self.audit.append(
+                AuditEvent(f"{prefix}.withdrawn", self.store.gateway_id, claim.message_id,
+                           {**carried, "reason": reason[:2000]}),
+                connection=connection,
+            )  # fmt: skip
 
     def note(self, claim: Claim, kind: str, details: dict[str, JSON]) -> None:
         """An audit entry on the claim's message, written only while the lease is held."""

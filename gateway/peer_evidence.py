@@ -102,7 +102,11 @@ def signer_refusal(cert: x509.Certificate | None, peer: PeerGateway, what: str) 
 
 
 class PeerEvidenceRefused(Exception):
-    """A peer's evidence that is not taken; ``status`` is the HTTP answer to give."""
+    """A peer's evidence that is not taken; ``status`` is the HTTP answer to give.
+
+    503: its signature cannot be checked now (revocation data unavailable); it may be
+    posted again later.
+    """
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -121,13 +125,13 @@ def accept_from_peer(
     Returns the evidence and whether it was new (a repeat changes nothing).
     """
     message = store.message(message_id)
-    sent_to = _sent_to_gateway(message) if message is not None else None
-    if message is None or message.direction is not Direction.OUTBOUND or sent_to != peer.id:
+    if message is None or not sent_to_gateway(message, peer.id):
         raise PeerEvidenceRefused(404, f"no message {message_id} was sent to gateway {peer.id}")
     try:
         found = recognise(data, peer, message, engine, store.blobs)
     except EvidenceError as exc:
-        raise PeerEvidenceRefused(422, str(exc)) from None
+        # Revocation data out of reach is no verdict on the evidence: the peer posts it again.
+        raise PeerEvidenceRefused(503 if exc.try_later else 422, str(exc)) from None
     advance = ADVANCES.get(found.evidence.type)
     statuses: tuple[Status, ...] = ()
     if advance is not None and message.status in advance[0]:
@@ -147,8 +151,13 @@ def accept_from_peer(
     return found, new
 
 
-def _sent_to_gateway(message: Message) -> str | None:
-    if message.route is None:
-        return None
+def sent_to_gateway(message: Message, gateway_id: str) -> bool:
+    """Whether ``message`` is one of ours that was routed to peer gateway ``gateway_id``.
+
+    Only that peer may speak of it (its evidences, its notices): serving the
+    recipient today is not enough, the message must have gone its way.
+    """
+    if message.direction is not Direction.OUTBOUND or message.route is None:
+        return False
     channel = json.loads(message.route).get("channel", {})
-    return str(channel.get("gateway")) if channel.get("kind") == "gateway" else None
+    return bool(channel.get("kind") == "gateway" and channel.get("gateway") == gateway_id)

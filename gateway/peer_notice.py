@@ -6,31 +6,37 @@ message ``{id}`` went by another channel than the one our message came by
 ``notice.received`` entry on that message, so the message's notices and its
 written record show it) only if:
 
-- ``{id}`` is an outbound message of ours whose recipient that peer serves;
+- ``{id}`` is an outbound message of ours that was routed to that peer
+  (``peer_evidence.sent_to_gateway``, as for the peer's evidences);
 - its XAdES signature is TOTAL-PASSED through the trust engine, its signing
   certificate is one of the peer's ``evidence_signers``, and the issuer named
   inside is that peer;
-- it is about ``{id}`` (``InReplyTo``), in its conversation, and the reply it
-  names is addressed to our message's sender.
+- it is about ``{id}`` (``InReplyTo``), in its conversation, the reply it
+  names is addressed to our message's sender, and the directory lists the
+  reply's sender as an authority that peer serves.
 
 The same notice posted again is answered as the first time and recorded once;
 the same notice id with other bytes is a conflict. Whatever is refused is
 recorded too (``notice.refused``: the reason, the status answered, and the
-digest of the bytes, which are kept), on the message when the peer has
-business with it, else on none.
+SHA-256 and size of what came), on the message when the peer has business
+with it, else on none. The bytes themselves are kept only once their
+signature verified: a refusal before that (unknown message, too large, bad
+signature) holds no unverified bytes. A signature that cannot be checked now
+(revocation data unavailable, INDETERMINATE/TRY_LATER) is no refusal: the
+answer is 503 and a ``notice.deferred`` entry, and the peer posts it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from gateway.audit import JSON, AuditEvent
 from gateway.authorities import AuthorityDirectory
 from gateway.channels import PeerGateway
-from gateway.model import Direction
 from gateway.notice import Notice, NoticeError, read_notice
-from gateway.notice_trail import RECEIVED, REFUSED, received
-from gateway.peer_evidence import signer_refusal
+from gateway.notice_trail import DEFERRED, RECEIVED, REFUSED, received
+from gateway.peer_evidence import sent_to_gateway, signer_refusal
 from gateway.store import MessageStore
 from gateway.store_records import Message
 from signing.trust import TrustEngine
@@ -45,7 +51,10 @@ class NoticeTaken:
 
 
 class NoticeRefused(Exception):
-    """A peer's notice that is not taken; ``status`` and ``code`` are the HTTP answer."""
+    """A peer's notice that is not taken; ``status`` and ``code`` are the HTTP answer.
+
+    503 (``revocation-unavailable``) is not final: the peer posts the notice again later.
+    """
 
     def __init__(self, status: int, code: str, reason: str) -> None:
         super().__init__(reason)
@@ -66,20 +75,19 @@ def accept_notice(
     if len(data) > MAX_NOTICE_BYTES:
         raise refusal(413, "notice-too-large", f"a notice is at most {MAX_NOTICE_BYTES} bytes")
     message = store.message(message_id)
-    if (
-        message is None
-        or message.direction is not Direction.OUTBOUND
-        or directory.served_by(peer.id, message.recipient_id) is None
-    ):
+    if message is None or not sent_to_gateway(message, peer.id):
         raise refusal(
-            404, "unknown-message",
-            f"no message {message_id} was sent to an authority gateway {peer.id} serves",
-        )  # fmt: skip
+            404, "unknown-message", f"no message {message_id} was sent to gateway {peer.id}"
+        )
     refusal.about = message_id
     try:
-        notice = _verified(data, engine, peer, message)
+        notice = _verified(data, engine, directory, peer, message)
     except NoticeError as exc:
-        raise refusal(422, "notice-invalid", str(exc)) from None
+        if exc.try_later:
+            raise refusal.deferred(str(exc)) from None
+        # Bytes whose signature did not verify are not kept (nor any when nothing could check).
+        verified = exc.verdict is None and engine is not None
+        raise refusal(422, "notice-invalid", str(exc), keep=verified) from None
     sha256 = refusal.kept()
     actor = f"gateway:{peer.id}"
     conflict = None
@@ -99,7 +107,7 @@ def accept_notice(
                 f"notice {notice.notice_id} was recorded before with other content "
                 f"(SHA-256 {earlier.get('sha256')})"
             )
-            event = refusal.event(409, "notice-conflict", conflict)
+            event = refusal.event(409, "notice-conflict", conflict, keep=True)
             store.audit.append(event, connection=connection)
     if conflict is not None:
         raise NoticeRefused(409, "notice-conflict", conflict)
@@ -107,7 +115,11 @@ def accept_notice(
 
 
 def _verified(
-    data: bytes, engine: TrustEngine | None, peer: PeerGateway, message: Message
+    data: bytes,
+    engine: TrustEngine | None,
+    directory: AuthorityDirectory,
+    peer: PeerGateway,
+    message: Message,
 ) -> Notice:
     if engine is None:
         raise NoticeError("no trust anchors are configured: a peer's notice cannot be checked")
@@ -116,6 +128,12 @@ def _verified(
     if refused is not None:
         raise NoticeError(refused)
     notice = verified.notice
+    sender = notice.reply.sender_authority
+    if directory.served_by(peer.id, sender) is None:
+        raise NoticeError(
+            f"the notice's reply is from {sender}, which the authority directory does not "
+            f"list as served by gateway {peer.id}"
+        )
     if notice.in_reply_to != message.message_id:
         raise NoticeError(
             f"the notice is about a reply to message {notice.in_reply_to}, "
@@ -134,7 +152,7 @@ def _verified(
 
 
 class _Refusal:
-    """Records a refused notice (the bytes kept, a ``notice.refused`` entry) and makes the error."""
+    """Records a refused notice (a ``notice.refused`` entry) and makes the error."""
 
     def __init__(self, store: MessageStore, peer: PeerGateway, message_id: str, data: bytes):
         self.store = store
@@ -145,20 +163,31 @@ class _Refusal:
         self._sha256: str | None = None
 
     def kept(self) -> str:
-        """The received bytes, kept as they came (once)."""
+        """The received bytes, kept as they came (once): only once their signature verified."""
         if self._sha256 is None:
             self._sha256 = self.store.blobs.put(self.data).sha256
         return self._sha256
 
-    def event(self, status: int, code: str, reason: str) -> AuditEvent:
+    def event(
+        self, status: int, code: str, reason: str, *, keep: bool, kind: str = REFUSED
+    ) -> AuditEvent:
+        # ``sha256`` and ``size`` of what was read (for a 413, its first bytes); ``kept``
+        # says whether the blob store holds those bytes.
         details: dict[str, JSON] = {
             "gateway": self.peer.id, "message_id": self.claimed, "status": status,
             "code": code, "reason": reason[:2000], "size": len(self.data),
+            "sha256": self.kept() if keep else hashlib.sha256(self.data).hexdigest(),
+            "kept": keep,
         }  # fmt: skip
-        if len(self.data) <= MAX_NOTICE_BYTES:
-            details["sha256"] = self.kept()
-        return AuditEvent(REFUSED, f"gateway:{self.peer.id}", self.about, details)
+        return AuditEvent(kind, f"gateway:{self.peer.id}", self.about, details)
 
-    def __call__(self, status: int, code: str, reason: str) -> NoticeRefused:
-        self.store.audit.append(self.event(status, code, reason))
+    def __call__(self, status: int, code: str, reason: str, *, keep: bool = False) -> NoticeRefused:
+        self.store.audit.append(self.event(status, code, reason, keep=keep))
         return NoticeRefused(status, code, reason)
+
+    def deferred(self, reason: str) -> NoticeRefused:
+        """Its signature cannot be checked now: 503, recorded as deferred, not as refused."""
+        reason = f"{reason}; post the same notice again later"
+        event = self.event(503, "revocation-unavailable", reason, keep=False, kind=DEFERRED)
+        self.store.audit.append(event)
+        return NoticeRefused(503, "revocation-unavailable", reason)

@@ -122,6 +122,7 @@ def written_record(
         _Original(f"notice {n.notice_id} ({n.direction})", n.sha256,
                   names.take(f"notice-{n.notice_id}.xml", "notice.xml"), "application/xml")
         for n in notices_of(audit, message_id)
+        if n.state in ("sent", "received") and n.sha256 is not None
     ]  # fmt: skip
     originals = [envelope, *ev_files, *att_files, *notice_files]
     embedded = _Embedder(blobs, max_embedded)

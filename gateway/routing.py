@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from gateway.authorities import Authority
+from gateway.authorities import Authority, AuthorityDirectory
 from gateway.channels import (
     CHANNEL_KINDS,
     Channel,
@@ -82,6 +82,25 @@ def find_channel(authority: Authority, key: str) -> Channel | None:
         if channel_key(channel) == key:
             return channel
     return None
+
+
+class ChannelGone(LookupError):
+    """A stored channel the recipient's directory entry no longer lists."""
+
+
+def channel_now(directory: AuthorityDirectory, recipient_id: str, key: str) -> Channel:
+    """The channel stored as ``key`` as ``recipient_id``'s entry lists it now; ChannelGone if not.
+
+    Work queued for a channel (a message, a notice) is sent with its current
+    settings (credentials, pins), never with what was known when it was queued.
+    """
+    recipient = directory.get(recipient_id)
+    channel = find_channel(recipient, key) if recipient is not None else None
+    if channel is None:
+        raise ChannelGone(
+            f"the channel {key} of {recipient_id} is no longer in the authority directory"
+        )
+    return channel
 
 
 def arrival_key(channel: Channel) -> str:

@@ -140,8 +140,9 @@ def notice_for(
 # ---- intake: the notice is queued with the reply ---------------------------------------
 
 
-@pytest.fixture(scope="session")
-def directory(pki: DevPKI) -> AuthorityDirectory:
+def es_directory(pki: DevPKI) -> AuthorityDirectory:
+    """gw-es's directory: ES-MJ served here; AR-MJ through gw-ar or by e-mail."""
+
     def signs(authority_id: str) -> frozenset[str]:
         return frozenset({fingerprint(pki.cert(authority_id))})
 
@@ -160,24 +161,29 @@ def directory(pki: DevPKI) -> AuthorityDirectory:
     )
 
 
-@pytest.fixture()
-def store(db: Database, tmp_path: Path) -> MessageStore:
-    blobs = blob_store_for(db, tmp_path / "data")
-    return MessageStore(db, blobs, AuditLog(db, origin="test.rogatory/notice"), gateway_id="gw-es")
-
-
-@pytest.fixture()
-def intake(
-    store: MessageStore,
-    engine: TrustEngine,
-    directory: AuthorityDirectory,
-    gateway_signer: Signer,
-    tmp_path: Path,
-) -> IntakeService:
-    settings = Settings(mode="development", data_dir=tmp_path / "data")
+def es_intake(db: Database, pki: DevPKI, engine: TrustEngine, folder: Path) -> IntakeService:
+    """gw-es's intake over a store in ``folder``, signing with any dev PKI certificate."""
+    blobs = blob_store_for(db, folder / "data")
+    store = MessageStore(db, blobs, AuditLog(db, origin="test.rogatory/notice"), gateway_id="gw-es")
+    settings = Settings(mode="development", data_dir=folder / "data")
     return IntakeService(
-        store, store.blobs, engine, directory, gateway_signer, settings, issuer=GW_ES
+        store, blobs, engine, es_directory(pki), signer_for(pki, "MX-FGR"), settings, issuer=GW_ES
     )
+
+
+@pytest.fixture(scope="session")
+def directory(pki: DevPKI) -> AuthorityDirectory:
+    return es_directory(pki)
+
+
+@pytest.fixture()
+def intake(db: Database, pki: DevPKI, engine: TrustEngine, tmp_path: Path) -> IntakeService:
+    return es_intake(db, pki, engine, tmp_path)
+
+
+@pytest.fixture()
+def store(intake: IntakeService) -> MessageStore:
+    return intake.store
 
 
 @dataclass
@@ -249,12 +255,16 @@ class FakeChannels:
     outcomes: list[Exception | None] = field(default_factory=list)
     notices: list[OutgoingNotice] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    message_outcomes: list[Exception | None] = field(default_factory=list)  # likewise
 
     def adapter(self, channel: object) -> FakeChannels:
         return self
 
     def send(self, outgoing: Any) -> Receipt:
         self.messages.append(outgoing.message_id)
+        outcome = self.message_outcomes.pop(0) if self.message_outcomes else None
+        if outcome is not None:
+            raise outcome
         return Receipt("fake://message")
 
     def send_notice(self, notice: OutgoingNotice) -> Receipt:
@@ -360,7 +370,9 @@ def test_a_notice_that_finally_fails_is_recorded_and_the_reply_is_not_failed(
     ]
     assert reason in str(given_up.details["reason"])
     assert kinds(store, reply.message_id)[-1] == "notice.undeliverable"
-    assert notices_of(store.audit, reply.message_id) == []
+    [listed] = notices_of(store.audit, reply.message_id)
+    assert (listed.state, listed.direction) == ("undeliverable", "sent")
+    assert reason in str(listed.reason)
 
 
 def test_a_notice_whose_channel_left_the_directory_fails_alone(
@@ -396,3 +408,56 @@ def test_a_notice_whose_channel_left_the_directory_fails_alone(
 def replace_directory(intake: IntakeService, directory: AuthorityDirectory) -> IntakeService:
     intake.directory = directory
     return intake
+
+
+def test_the_notice_names_the_conversation_the_other_side_knows(
+    intake: IntakeService, store: MessageStore, pki: DevPKI, engine: TrustEngine
+) -> None:
+    talk = conversation(intake, pki)
+    own = new_notice_id()  # ES-MJ files its reply under a conversation of its own
+    answer = replace(
+        talk.answer,
+        envelope=talk.answer.envelope.replace(talk.asked.conversation_id.encode(), own.encode()),
+        conversation_id=own,
+    )
+    post(intake, pki, answer, channel="email")
+    channels = FakeChannels()
+    assert dispatch(intake, channels, engine).run_once().sent == 2
+    [sent] = channels.notices
+    notice = read_notice(sent.document, engine).notice
+    assert notice.conversation_id == talk.asked.conversation_id != own
+
+
+def test_the_notice_waits_while_the_reply_has_not_left_and_is_withdrawn_if_it_fails(
+    intake: IntakeService, store: MessageStore, pki: DevPKI, engine: TrustEngine
+) -> None:
+    talk = conversation(intake, pki)
+    post(intake, pki, talk.answer, channel="email")
+    reply_id = talk.answer.message_id
+    down = [PermanentError("no such mailbox")]
+    channels = FakeChannels(message_outcomes=[TransientError("smtp is down"), *down])
+    dispatcher = dispatch(intake, channels, engine, attempts=3)
+
+    first = dispatcher.run_once()
+    assert (first.retried, first.postponed) == (1, 1), first.outcomes
+    reply = store.message(reply_id)
+    assert reply is not None and reply.status is Status.WAITING_FOR_RETRY
+    row = queued(store, reply_id)["notice"]
+    assert row.attempts == 0 and "waiting for reply" in row.last_error  # no attempt used
+    assert channels.notices == [] and kinds(store, reply_id) == []
+    [pending] = notices_of(store.audit, reply_id)
+    assert (pending.notice_id, pending.state) == (row.evidence_id, "pending")
+
+    time.sleep(0.01)
+    second = dispatcher.run_once()
+    assert (second.failed, second.withdrawn) == (1, 1), second.outcomes
+    reply = store.message(reply_id)
+    assert reply is not None and reply.status is Status.FAILED
+    assert channels.notices == [] and queued(store, reply_id) == {}
+    assert kinds(store, reply_id) == ["notice.withdrawn"]  # never issued, never sent
+    [withdrawn] = [e for e in store.audit.entries_for(reply_id) if e.kind == "notice.withdrawn"]
+    assert withdrawn.details["notice_id"] == row.evidence_id
+    assert f"reply {reply_id} failed" in str(withdrawn.details["reason"])
+    [listed] = notices_of(store.audit, reply_id)
+    assert (listed.state, listed.sha256) == ("withdrawn", None)
+    assert "failed" in str(listed.reason)

@@ -192,9 +192,9 @@ def test_a_reply_that_overrides_the_channel_is_announced_and_the_requester_recor
         shown = client.message(request.message_id).json()
     finally:
         client.close()
-    assert [(n["notice_id"], n["direction"], n["reply_channel"]) for n in shown["notices"]] == [
-        (notice.notice_id, "received", "e-mail")
-    ]
+    assert [
+        (n["notice_id"], n["direction"], n["state"], n["reply_channel"]) for n in shown["notices"]
+    ] == [(notice.notice_id, "received", "received", "e-mail")]
 
     # Both written records hold the notice, byte for byte.
     for side, about, folder in ((es, request, "es"), (ar, answer, "ar")):
@@ -249,7 +249,7 @@ def test_bad_notices_are_refused_with_a_reason_and_recorded(pair: Pair) -> None:
                                            **conversation),
          422, "notice-invalid", "addressed to ES-XX"),
         (request.message_id, b"OK", 422, "notice-invalid", "signature is not valid"),
-        (inbound.message_id, genuine, 404, "unknown-message", "gateway gw-ar serves"),
+        (inbound.message_id, genuine, 404, "unknown-message", "was sent to gateway gw-ar"),
         ("no-such-message", genuine, 404, "unknown-message", "no message no-such-message"),
         (request.message_id, b"<" * (MAX_NOTICE_BYTES + 1), 413, "notice-too-large", "at most"),
     ]  # fmt: skip
