@@ -145,7 +145,7 @@ class Outbox:
 
     def _to_sending(self, connection: Connection, claim: Claim) -> bool:
         """Move the claimed message to sending; False (and the row dropped) if it moved on."""
-        message = self.store._message(connection, claim.message_id)
+        message = self.store.message_in(connection, claim.message_id)
         actor = self.store.gateway_id
         if message.status not in (Status.QUEUED, Status.WAITING_FOR_RETRY, Status.SENDING):
             # Its fate was settled meanwhile (a peer's Delivery arrived on its own): nothing
@@ -176,7 +176,7 @@ class Outbox:
 
         if status not in allowed_next(message.direction, message.status):
             return message  # settled meanwhile (a peer's evidence came on its own): keep it
-        self.store._move(connection, message, status, reason, actor)
+        self.store.move_in(connection, message, status, reason, actor)
         return replace(message, status=status)
 
     # --- finishing ---
@@ -199,7 +199,7 @@ class Outbox:
         LeaseLost still reaches only the claim that lost its lease.
         """
         blobs = blobs or {}
-        self.store._require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
+        self.store.require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
         self._finished.write(
             _Done(claim, tuple(statuses), tuple(evidences), reason, details, blobs)
         )
@@ -218,9 +218,9 @@ class Outbox:
         self._hold(connection, claim)
         keep_small(connection, item.blobs)
         connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
-        message = self.store._message(connection, claim.message_id)
+        message = self.store.message_in(connection, claim.message_id)
         for evidence in item.evidences:
-            self.store._insert_evidence(
+            self.store.insert_evidence(
                 connection, claim.message_id, evidence, self.store.gateway_id
             )
         for status in item.statuses:
@@ -246,7 +246,7 @@ class Outbox:
             )  # fmt: skip
             text = f"{reason} (attempt {claim.attempt}; next at {at.isoformat(timespec='seconds')})"
             if claim.kind == "message":
-                message = self.store._message(connection, claim.message_id)
+                message = self.store.message_in(connection, claim.message_id)
                 self._moved(
                     connection, message, Status.WAITING_FOR_RETRY, text[:2000],
                     self.store.gateway_id,
@@ -275,17 +275,17 @@ class Outbox:
         ``blobs`` as for ``done``.
         """
         blobs = blobs or {}
-        self.store._require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
+        self.store.require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
         with self.db.begin_write() as connection, self.audit.batch(connection):
             self._hold(connection, claim)
             keep_small(connection, blobs)
             connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
             for evidence in evidences:
-                self.store._insert_evidence(
+                self.store.insert_evidence(
                     connection, claim.message_id, evidence, self.store.gateway_id
                 )
             if claim.kind == "message":
-                message = self.store._message(connection, claim.message_id)
+                message = self.store.message_in(connection, claim.message_id)
                 self._moved(
                     connection, message, Status.FAILED, reason[:2000], self.store.gateway_id
                 )

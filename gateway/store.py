@@ -139,16 +139,16 @@ class MessageStore(MessageReader):
     ) -> StatusChange:
         """Move a message to ``new_status`` if the lifecycle allows it (else IllegalTransition)."""
         with self.db.begin_write() as connection:
-            message = self._message(connection, message_id)
+            message = self.message_in(connection, message_id)
             check_transition(message.direction, message.status, new_status)
-            return self._move(connection, message, new_status, reason, actor)
+            return self.move_in(connection, message, new_status, reason, actor)
 
     def add_evidence(self, message_id: str, evidence: EvidenceRecord, *, actor: str) -> int:
         """Keep an evidence about a stored message; returns its audit entry's index."""
-        self._require_blobs([evidence.sha256])
+        self.require_blobs([evidence.sha256])
         with self.db.begin_write() as connection:
-            self._message(connection, message_id)
-            return self._insert_evidence(connection, message_id, evidence, actor)
+            self.message_in(connection, message_id)
+            return self.insert_evidence(connection, message_id, evidence, actor)
 
     def record_peer_evidence(
         self,
@@ -159,9 +159,9 @@ class MessageStore(MessageReader):
         actor: str,
     ) -> bool:
         """Keep a peer's evidence and move the message on; False if it was kept before."""
-        self._require_blobs([evidence.sha256])
+        self.require_blobs([evidence.sha256])
         with self.db.begin_write() as connection, self.audit.batch(connection):
-            message = self._message(connection, message_id)
+            message = self.message_in(connection, message_id)
             known = connection.execute(
                 sa.select(evidences_table.c.message_id).where(
                     evidences_table.c.evidence_id == evidence.evidence_id
@@ -171,10 +171,10 @@ class MessageStore(MessageReader):
                 if known.message_id != message_id:
                     raise StoreError(f"evidence id {evidence.evidence_id} is already taken")
                 return False
-            self._insert_evidence(connection, message_id, evidence, actor)
+            self.insert_evidence(connection, message_id, evidence, actor)
             for status in statuses:
                 check_transition(message.direction, message.status, status)
-                self._move(
+                self.move_in(
                     connection, message, status, f"{evidence.type.value} from {actor}", actor
                 )
                 message = replace(message, status=status)
@@ -191,20 +191,23 @@ class MessageStore(MessageReader):
         """The recipient collected it: delivered -> retrieved, with a Retrieval evidence."""
         if evidence.type is not EvidenceType.RETRIEVAL:
             raise StoreError(f"a retrieval is proven by a Retrieval evidence, not {evidence.type}")
-        self._require_blobs([evidence.sha256])
+        self.require_blobs([evidence.sha256])
         with self.db.begin_write() as connection, self.audit.batch(connection):
-            message = self._message(connection, message_id)
+            message = self.message_in(connection, message_id)
             if message.recipient_id != authority_id:
                 raise NotRecipient(f"{authority_id} is not the recipient of {message_id}")
             check_transition(message.direction, message.status, Status.RETRIEVED)
-            change = self._move(connection, message, Status.RETRIEVED, None, authority_id)
-            self._insert_evidence(connection, message_id, evidence, self.gateway_id)
+            change = self.move_in(connection, message, Status.RETRIEVED, None, authority_id)
+            self.insert_evidence(connection, message_id, evidence, self.gateway_id)
             if send_back is not None:  # the sender's gateway hears of it by the same channel
                 entry = OutboxEntry(send_back, "evidence", evidence.evidence_id)
                 self._enqueue(connection, message_id, entry, change.at)
             return change
 
     # --- inside a write transaction ---
+    # ``move_in``, ``insert_evidence`` and ``message_in`` are also the building blocks
+    # of writes composed elsewhere (gateway.outbox), always on a connection from
+    # ``db.begin_write()`` and inside ``audit.batch``.
 
     def _check_submission(self, submission: SubmissionRecord) -> None:
         message = submission.message
@@ -222,9 +225,10 @@ class MessageStore(MessageReader):
         digests = [submission.envelope_sha256]
         digests += [a.sha256 for a in submission.attachments]
         digests += [e.sha256 for e in submission.evidences]
-        self._require_blobs([d for d in digests if d not in submission.blobs])
+        self.require_blobs([d for d in digests if d not in submission.blobs])
 
-    def _require_blobs(self, digests: list[str]) -> None:
+    def require_blobs(self, digests: list[str]) -> None:
+        """MissingBlob unless the blob store holds every digest: bytes come before records."""
         missing = [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]
         if missing:
             raise MissingBlob(f"the blob store holds no bytes for {', '.join(missing)}")
@@ -378,9 +382,9 @@ class MessageStore(MessageReader):
             ]
             connection.execute(_INSERT_ATTACHMENT, rows)
         for evidence in submission.evidences:
-            self._insert_evidence(connection, message.message_id, evidence, self.gateway_id)
+            self.insert_evidence(connection, message.message_id, evidence, self.gateway_id)
 
-    def _move(
+    def move_in(
         self,
         connection: Connection,
         message: Message,
@@ -388,6 +392,10 @@ class MessageStore(MessageReader):
         reason: str | None,
         actor: str,
     ) -> StatusChange:
+        """Move ``message`` (as read in this transaction) to ``new_status``, audited.
+
+        The caller has checked the transition; a row changed meanwhile is a StoreError.
+        """
         at = self._clock()
         details: dict[str, JSON] = {"from": message.status.value, "to": new_status.value}
         if reason is not None:
@@ -441,9 +449,10 @@ class MessageStore(MessageReader):
         row = self._history_row(message_id, seq, status, at, reason, audit_index)
         connection.execute(_INSERT_HISTORY, row)
 
-    def _insert_evidence(
+    def insert_evidence(
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
     ) -> int:
+        """Keep ``evidence`` about a message, audited; returns its audit entry's index."""
         connection.execute(
             _INSERT_EVIDENCE,
             dict(

@@ -140,7 +140,8 @@ class MessageReader:
         return None if row is None else first_answer_from(row)
 
     @staticmethod
-    def _message(connection: Connection, message_id: str) -> Message:
+    def message_in(connection: Connection, message_id: str) -> Message:
+        """The message as this transaction sees it; UnknownMessage if there is none."""
         row = connection.execute(_MESSAGE, {"message_id": message_id}).one_or_none()
         if row is None:
             raise UnknownMessage(message_id)
