@@ -55,6 +55,7 @@ class DropReader:
     alive: Callable[[], bool]  # whether the connection still stands
 
     def read(self, sftp: Any, path: str, mode: int) -> Incoming | None:
+        """The drop at ``path`` (of file ``mode``), or None if it went away since the listing."""
         if stat.S_ISLNK(mode):
             return self._refused(path, "it is a symbolic link, not a folder")
         if not stat.S_ISDIR(mode):
