@@ -1,23 +1,17 @@
 """E-mail channel: SMTP out with S/MIME, IMAP in (DESIGN.md, Parts: adapters/).
 
-An outgoing message becomes one mail, built in memory::
+An outgoing message, or a channel-override notice (gateway.notice), becomes
+one mail, built in memory: its MIME content (adapters.email_mime), signed
+with the gateway's S/MIME signature (signing.smime), encrypted as
+``application/pkcs7-mime`` enveloped-data when the channel names a
+certificate to encrypt to, under outer headers that are not signed::
 
-    From, To, Subject, Date, Message-ID     outer headers, not signed
-    application/pkcs7-mime enveloped-data   when the channel names a certificate to encrypt to
-      multipart/signed                      the gateway's S/MIME signature (signing.smime)
-        multipart/mixed
-          text/plain                        a short note for a person who opens the mail
-          envelope.xml                      the signed envelope, byte for byte (no Content-ID)
-          one part per attachment           base64, with its Content-ID and file name
+    From, To, Subject, Date, Message-ID
 
-The Message-ID is made from the message id, so a resend after a crash is
-recognisable (and intake dedupes on the envelope's message id anyway). The
-Subject names nothing but that id: it travels unencrypted.
-
-A channel-override notice (gateway.notice) goes the same way, signed (and
-encrypted when the channel names a certificate): a ``multipart/mixed`` of a
-short text saying which reply went by which channel and why, and the
-gateway-signed ``notice-<id>.xml``; its Message-ID is made from the notice id.
+The Message-ID is made from the message id (a notice's from the notice id),
+so a resend after a crash is recognisable (and intake dedupes on the
+envelope's message id anyway). The Subject names nothing but that id: it
+travels unencrypted.
 
 Polling reads the gateway's own mailbox over IMAP. Each mail is decrypted
 when it is enveloped, its S/MIME signature verified through the trust
@@ -28,7 +22,8 @@ from the unsigned outer mail. Whatever is wrong with one mail comes back as an
 ``acknowledge`` moves a mail to the processed or rejected mailbox.
 
 One adapter holds one IMAP connection, reopened after an error; SMTP
-connects per mail. It is not meant to be shared between threads.
+(adapters.email_smtp) connects per mail. It is not meant to be shared
+between threads.
 """
 
 from __future__ import annotations
@@ -37,39 +32,37 @@ import email.utils
 import hashlib
 import imaplib
 import re
-import secrets
-import smtplib
-import ssl
-import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from email.message import Message
-from email.parser import BytesParser
-from email.policy import compat32
 from pathlib import Path
-from urllib.parse import quote
 
 from cryptography import x509
 
 from adapters.base import (
     Incoming,
-    IncomingPart,
     Outcome,
     Outgoing,
     OutgoingNotice,
-    OutgoingPart,
     PermanentError,
     Receipt,
     TransientError,
 )
+from adapters.email_mime import (
+    Unusable,
+    header_value,
+    message_entity,
+    notice_entity,
+    outer_details,
+    unpack,
+)
+from adapters.email_smtp import SmtpConfig, deliver, tls_context
 from gateway.channels import EmailChannel
 from signing.errors import SigningError
 from signing.keys import Signer
 from signing.smime import (
     SmimeError,
     SmimeKind,
-    base64_lines,
     classify,
     decrypt_smime,
     encrypt_smime,
@@ -78,29 +71,10 @@ from signing.smime import (
 )
 from signing.trust import TrustEngine, describe, load_certificates
 
-ENVELOPE = "envelope.xml"
-CHUNK = 57 * 1024  # a multiple of 57 bytes: whole 76-character base64 lines
+__all__ = ["EmailAdapter", "ImapConfig", "SenderFor", "SmtpConfig"]
+
 _ADDRESS = re.compile(r"[^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+")
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-_CONTENT_ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,255}")  # printable ASCII but < and >
-_DETAIL_CHARS = 200
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    """Where and how outgoing mail is handed over."""
-
-    host: str
-    from_address: str
-    port: int = 25
-    starttls: bool = False
-    ssl: bool = False  # implicit TLS (port 465)
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    timeout: float = 30.0
-    ca_file: Path | None = None  # trust these CAs for the server's certificate, not the system's
-    max_message_bytes: int = 20 * 1024 * 1024  # envelope and attachments, before base64
 
 
 @dataclass(frozen=True)
@@ -126,21 +100,6 @@ SenderFor = Callable[[x509.Certificate], str | None]
 
 def _nobody(cert: x509.Certificate) -> str | None:
     return None
-
-
-def _tls(ca_file: Path | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-
-
-def _param(name: str, value: str) -> str:
-    """A MIME parameter, RFC 2231-encoded when it is not plain printable ASCII."""
-    if value.isascii() and value.isprintable() and not set(value) & {'"', "\\"}:
-        return f'{name}="{value}"'
-    return f"{name}*=utf-8''{quote(value, safe='')}"
-
-
-def _header(value: str, limit: int = _DETAIL_CHARS) -> str:
-    return " ".join(value.split())[:limit]
 
 
 class EmailAdapter:
@@ -173,7 +132,7 @@ class EmailAdapter:
         smtp, _ = self._destination()
         if not _MESSAGE_ID.fullmatch(outgoing.message_id):
             raise PermanentError(f"message id {outgoing.message_id!r} cannot name an e-mail")
-        mixed = self._mixed(outgoing, smtp.max_message_bytes)
+        mixed = message_entity(outgoing, smtp.max_message_bytes)
         return self._mail(mixed, outgoing.message_id, f"Rogatory message {outgoing.message_id}")
 
     def send_notice(self, notice: OutgoingNotice) -> Receipt:
@@ -182,28 +141,7 @@ class EmailAdapter:
         for value in (notice.notice_id, notice.in_reply_to):
             if not _MESSAGE_ID.fullmatch(value):
                 raise PermanentError(f"{value!r} cannot name an e-mail")
-        boundary = "=_mixed_" + secrets.token_hex(16)
-        paragraphs = (
-            notice.summary,
-            f"The gateway's signed notice is attached ({notice.file_name}).",
-        )
-        text = (
-            "\r\n\r\n".join(
-                "\r\n".join(textwrap.wrap(p, 76, break_on_hyphens=False)) for p in paragraphs
-            )
-            + "\r\n"
-        )
-        mixed = b"".join([
-            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode(),
-            f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n".encode(),
-            *((b"Content-Transfer-Encoding: 7bit\r\n\r\n", text.encode())
-              if text.isascii() else
-              (b"Content-Transfer-Encoding: base64\r\n\r\n", base64_lines(text.encode()))),
-            f"\r\n--{boundary}\r\n".encode(),
-            self._part_headers("application/xml", notice.file_name, None),
-            base64_lines(notice.document),
-            f"\r\n--{boundary}--\r\n".encode(),
-        ])  # fmt: skip
+        mixed = notice_entity(notice)
         subject = f"Rogatory notice about message {notice.in_reply_to}"
         return self._mail(mixed, f"notice-{notice.notice_id}", subject)
 
@@ -235,7 +173,7 @@ class EmailAdapter:
             f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
             f"Message-ID: {message_id}\r\n"
         )
-        self._deliver(smtp, channel.address, headers.encode("ascii") + mail)
+        deliver(smtp, channel.address, headers.encode("ascii") + mail)
         return Receipt(reference=message_id)
 
     def _recipient_certificate(self, path: Path) -> x509.Certificate:
@@ -243,123 +181,6 @@ class EmailAdapter:
             return load_certificates(path.read_bytes())[0]
         except (OSError, ValueError, IndexError) as exc:
             raise PermanentError(f"cannot read the S/MIME certificate {path}: {exc}") from None
-
-    def _mixed(self, outgoing: Outgoing, limit: int) -> bytes:
-        """The multipart/mixed entity that gets signed: a note, the envelope, the attachments."""
-        total = len(outgoing.envelope) + sum(part.size for part in outgoing.attachments)
-        if total > limit:
-            raise PermanentError(
-                f"the envelope and attachments come to {total} bytes, more than the "
-                f"{limit} bytes this e-mail channel carries"
-            )
-        boundary = "=_mixed_" + secrets.token_hex(16)
-        count = len(outgoing.attachments)
-        note = (
-            f"This e-mail carries the signed envelope of message {outgoing.message_id} "
-            f"({ENVELOPE}) and {count} attachment{'s' if count != 1 else ''}.\r\n"
-            "Its S/MIME signature and the envelope's XAdES signature make it authentic.\r\n"
-        )
-        out = [
-            f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode(),
-            f"--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n"
-            f"Content-Transfer-Encoding: 7bit\r\n\r\n{note}".encode(),
-            f"\r\n--{boundary}\r\n".encode(),
-            self._part_headers("application/xml", ENVELOPE, None),
-            base64_lines(outgoing.envelope),
-        ]
-        seen: set[str] = set()
-        for part in outgoing.attachments:
-            if part.content_id in seen:
-                raise PermanentError(f"two attachments have the Content-ID <{part.content_id}>")
-            seen.add(part.content_id)
-            out.append(f"\r\n--{boundary}\r\n".encode())
-            out.append(self._part_headers(part.media_type, part.file_name, part.content_id))
-            out.extend(self._encoded(part))
-        out.append(f"\r\n--{boundary}--\r\n".encode())
-        return b"".join(out)
-
-    def _part_headers(
-        self, media_type: str, file_name: str | None, content_id: str | None
-    ) -> bytes:
-        if not _MEDIA_TYPE.fullmatch(media_type):
-            raise PermanentError(f"{media_type!r} is not a media type that can head a mail part")
-        lines = [f"Content-Type: {media_type}"]
-        if file_name:
-            lines[0] += ";\r\n " + _param("name", file_name)
-        lines.append("Content-Transfer-Encoding: base64")
-        if content_id is not None:
-            if not _CONTENT_ID.fullmatch(content_id):
-                raise PermanentError(
-                    f"Content-ID {content_id!r} cannot be written in a mail header"
-                )
-            lines.append(f"Content-ID: <{content_id}>")
-        disposition = "Content-Disposition: attachment"
-        if file_name:
-            disposition += ";\r\n " + _param("filename", file_name)
-        lines.append(disposition)
-        text = "\r\n".join(lines) + "\r\n\r\n"
-        if any(len(line) > 998 for line in text.split("\r\n")):
-            raise PermanentError(f"the file name {file_name!r} is too long for a mail header")
-        return text.encode("ascii")
-
-    def _encoded(self, part: OutgoingPart) -> list[bytes]:
-        """The attachment as base64 lines, checked against its manifest size and digest."""
-        digest = hashlib.sha256()
-        read = 0
-        out: list[bytes] = []
-        try:
-            with part.open() as source:
-                while read <= part.size:
-                    chunk = source.read(CHUNK)
-                    if not chunk:
-                        break
-                    read += len(chunk)
-                    digest.update(chunk)
-                    out.append(base64_lines(chunk))
-        except OSError as exc:
-            raise TransientError(
-                f"attachment <{part.content_id}> could not be read: {exc}"
-            ) from None
-        if read != part.size or digest.hexdigest() != part.sha256.lower():
-            raise PermanentError(
-                f"attachment <{part.content_id}>: the stored copy does not match its manifest "
-                f"entry ({part.size} bytes, sha256 {part.sha256}); it was not sent"
-            )
-        return out
-
-    def _deliver(self, config: SmtpConfig, recipient: str, mail: bytes) -> None:
-        where = f"SMTP server {config.host}:{config.port}"
-        try:
-            if config.ssl:
-                server: smtplib.SMTP = smtplib.SMTP_SSL(
-                    config.host, config.port, timeout=config.timeout, context=_tls(config.ca_file)
-                )
-            else:
-                server = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
-            try:
-                if config.starttls and not config.ssl:
-                    server.starttls(context=_tls(config.ca_file))
-                if config.user:
-                    server.login(config.user, config.password or "")
-                server.sendmail(config.from_address, [recipient], mail)
-            finally:
-                try:
-                    server.quit()
-                except (smtplib.SMTPException, OSError):
-                    server.close()
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = next(iter(exc.recipients.values()))
-            raise _reply_error(where, code, reply) from None
-        except smtplib.SMTPResponseException as exc:
-            raise _reply_error(where, exc.smtp_code, exc.smtp_error) from None
-        except smtplib.SMTPNotSupportedError as exc:
-            raise PermanentError(f"{where}: {exc}") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise PermanentError(
-                f"{where} presented a certificate we do not trust: {exc}"
-            ) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise TransientError(f"{where} could not be reached: {exc}") from None
 
     # -- polling ---------------------------------------------------------------
 
@@ -425,7 +246,7 @@ class EmailAdapter:
             "encrypted": "no",
         }
         try:
-            details.update(_outer_details(raw))
+            details.update(outer_details(raw))
             if classify(raw) is SmimeKind.ENVELOPED:
                 details["encrypted"] = "yes"
                 try:
@@ -435,7 +256,7 @@ class EmailAdapter:
             verified = verify_smime(raw, self.engine)
             details["verdict"] = verified.verdict.indication.value
             if verified.signer is not None:
-                details["signer"] = _header(describe(verified.signer), 500)
+                details["signer"] = header_value(describe(verified.signer), 500)
             if not verified.ok or verified.content is None or verified.signer is None:
                 sub = verified.verdict.subindication
                 return _problem(
@@ -452,8 +273,8 @@ class EmailAdapter:
                     "S/MIME certificate of any authority we know",
                     details,
                 )
-            envelope, attachments = _unpack(verified.content)
-        except _Unusable as exc:
+            envelope, attachments = unpack(verified.content)
+        except Unusable as exc:
             return _problem(reference, str(exc), details)
         except Exception as exc:  # fail closed: a surprise rejects this mail, not the poll
             return _problem(reference, f"the mail could not be read ({exc})", details)
@@ -480,12 +301,15 @@ class EmailAdapter:
         config = self._imap_config()
         if config.ssl:
             connection: imaplib.IMAP4 = imaplib.IMAP4_SSL(
-                config.host, config.port, ssl_context=_tls(config.ca_file), timeout=config.timeout
+                config.host,
+                config.port,
+                ssl_context=tls_context(config.ca_file),
+                timeout=config.timeout,
             )
         else:
             connection = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
             if config.starttls:
-                connection.starttls(_tls(config.ca_file))
+                connection.starttls(tls_context(config.ca_file))
         try:
             connection.login(config.user, config.password)
         except imaplib.IMAP4.error as exc:
@@ -538,10 +362,6 @@ class EmailAdapter:
         self._mailboxes.add(name)
 
 
-class _Unusable(Exception):
-    """The signed content is not a mail this channel understands."""
-
-
 def _quoted(mailbox: str) -> str:
     if not mailbox.isascii() or not mailbox.isprintable():
         raise PermanentError(f"mailbox name {mailbox!r} must be printable ASCII")
@@ -563,67 +383,5 @@ def _require_ok(typ: str, data: object, what: str) -> None:
         raise TransientError(f"IMAP: {what} failed: {_text(data)}")
 
 
-def _reply_error(where: str, code: int, reply: bytes | str) -> TransientError | PermanentError:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-    message = f"{where} answered {code} {text}"
-    return PermanentError(message) if 500 <= code < 600 else TransientError(message)
-
-
 def _problem(reference: str, problem: str, details: dict[str, str]) -> Incoming:
     return Incoming(reference, b"", problem=problem, details=details)
-
-
-def _outer_details(raw: bytes) -> dict[str, str]:
-    """What the unsigned outer headers claim, for the operator only; nothing is decided on it."""
-    headers = BytesParser(policy=compat32).parsebytes(raw[: 64 * 1024], headersonly=True)
-    details: dict[str, str] = {}
-    for name in ("Message-ID", "From", "Subject", "Date"):
-        value = headers.get(name)
-        if value is not None:
-            details[name.lower()] = _header(str(value))
-    return details
-
-
-def _unpack(content: bytes) -> tuple[bytes, tuple[IncomingPart, ...]]:
-    """The envelope and the attachments of the signed multipart entity."""
-    entity = BytesParser(policy=compat32).parsebytes(content)
-    if not entity.is_multipart():
-        raise _Unusable(f"the signed content is {entity.get_content_type()}, not multipart")
-    envelopes: list[bytes] = []
-    attachments: list[IncomingPart] = []
-    seen: set[str] = set()
-    for index, part in enumerate(entity.get_payload(), start=1):
-        if not isinstance(part, Message):
-            raise _Unusable(f"part {index} of the signed content cannot be read")
-        raw_id = part.get("Content-ID")
-        file_name = part.get_filename()
-        if raw_id is None and file_name is not None and file_name.lower() == ENVELOPE:
-            envelopes.append(_decoded(part))
-            continue
-        if raw_id is None:
-            if part.get_content_maintype() in ("text", "multipart") and file_name is None:
-                continue  # a note for people reading the mail
-            raise _Unusable(
-                f"part {index} ({file_name or part.get_content_type()}) has no Content-ID; "
-                "attachments are matched to the envelope's manifest by Content-ID"
-            )
-        content_id = str(raw_id).strip().removeprefix("<").removesuffix(">").strip()
-        if not content_id:
-            raise _Unusable(f"part {index} has an empty Content-ID")
-        if content_id in seen:
-            raise _Unusable(f"two parts have the Content-ID <{content_id}>")
-        seen.add(content_id)
-        attachments.append(IncomingPart(content_id, part.get_content_type(), _decoded(part)))
-    if len(envelopes) != 1:
-        raise _Unusable(
-            f"the signed content holds {len(envelopes) or 'no'} {ENVELOPE} part"
-            f"{'s' if len(envelopes) != 1 else ''}; exactly one is expected"
-        )
-    return envelopes[0], tuple(attachments)
-
-
-def _decoded(part: Message) -> bytes:
-    data = part.get_payload(decode=True)
-    if part.is_multipart() or not isinstance(data, bytes):
-        raise _Unusable(f"the part {part.get_filename() or ''} holds no data")
-    return data

@@ -23,7 +23,7 @@ Polling reads each directory of ``inbound_folder`` that is not hidden and not
 counterpart must write under a hidden name and rename too. Anything else
 there (a symbolic link, a stray file, a special file, more than
 ``max_incoming_bytes``) comes back as an ``Incoming`` with ``problem`` set
-and no content, so one bad drop never stops the poll. ``acknowledge`` moves a
+and no content (adapters.sftp_drop), so one bad drop never stops the poll. ``acknowledge`` moves a
 drop into ``processed/`` or ``rejected/``, as ``<name>.1``, ``<name>.2`` ...
 when the name is taken there, never over it.
 
@@ -33,23 +33,18 @@ A channel-override notice (gateway.notice) is one file,
 finds the final name returns its receipt.
 
 The server must present the host key pinned in the channel before we even
-authenticate; we never read known_hosts and never learn a key on first use.
-One adapter holds one connection, reopened after an error; it is not meant
-to be shared between threads.
+authenticate (adapters.sftp_connect). One adapter holds one connection,
+reopened after an error; it is not meant to be shared between threads.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
 import hashlib
 import logging
 import posixpath
 import secrets
-import socket
 import stat
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -60,7 +55,6 @@ import paramiko
 from adapters.base import (
     AdapterError,
     Incoming,
-    IncomingPart,
     Outcome,
     Outgoing,
     OutgoingNotice,
@@ -69,63 +63,15 @@ from adapters.base import (
     Receipt,
     TransientError,
 )
+from adapters.sftp_connect import REMOTE_ERRORS, PinnedServer, reason, where
+from adapters.sftp_drop import ENVELOPE, DropReader, unsafe_name
 from gateway.channels import SftpChannel
 
 log = logging.getLogger(__name__)
 
-ENVELOPE = "envelope.xml"
 ANSWERED = {"accepted": "processed", "rejected": "rejected"}
 CHUNK = 256 * 1024  # read from the local attachment, written in 32 KiB SFTP requests
-MAX_NAME_BYTES = 255
 MAX_SUFFIX = 1000  # names tried in processed/ or rejected/ before giving up
-# What a server, the network or paramiko's SFTP client raise; _remote() translates them.
-REMOTE_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.SFTPError)
-
-
-def unsafe_name(name: str) -> str | None:
-    """Why ``name`` cannot be a file name in a drop, or None if it can."""
-    if not name:
-        return "it is empty"
-    if "/" in name:
-        return "it contains '/'"
-    if name.startswith("."):
-        return "it starts with '.'"
-    if not name.isprintable():
-        return "it contains characters that are not printable"
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "it is not valid Unicode"
-    if size > MAX_NAME_BYTES:
-        return f"it is {size} bytes long in UTF-8, more than {MAX_NAME_BYTES}"
-    return None
-
-
-def fingerprint(blob: bytes) -> str:
-    """A public key's SHA256 fingerprint as OpenSSH prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
-def _pinned(host_key: str) -> tuple[str, bytes] | None:
-    """The key type and key blob of a "ssh-ed25519 AAAA..." pin, or None if it is no such thing."""
-    fields = host_key.split()
-    if len(fields) < 2:
-        return None
-    try:
-        blob = base64.b64decode(fields[1], validate=True)
-    except binascii.Error:
-        return None
-    # The blob names its own type first; a pin whose two halves disagree is a typo.
-    length = int.from_bytes(blob[:4], "big")
-    if len(blob) < 4 + length or blob[4 : 4 + length] != fields[0].encode():
-        return None
-    return fields[0], blob
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
 
 
 class SftpAdapter:
@@ -153,8 +99,7 @@ class SftpAdapter:
 
     @property
     def where(self) -> str:
-        c = self.channel
-        return f"sftp {c.user}@{c.host}:{c.port}"
+        return where(self.channel)
 
     # -- sending ---------------------------------------------------------------
 
@@ -277,7 +222,7 @@ class SftpAdapter:
         self._check_size(sftp, path, written)
 
     def _unreadable(self, part: OutgoingPart, error: OSError) -> TransientError:
-        return TransientError(f"attachment {part.content_id!r} could not be read: {_reason(error)}")
+        return TransientError(f"attachment {part.content_id!r} could not be read: {reason(error)}")
 
     def _check_size(self, sftp: Any, path: str, size: int) -> None:
         held = sftp.stat(path).st_size
@@ -304,7 +249,7 @@ class SftpAdapter:
                 if not self._alive():
                     self._leftovers.add(temp)
                     return
-                log.warning("%s: could not remove %s: %s", self.where, temp, _reason(error))
+                log.warning("%s: could not remove %s: %s", self.where, temp, reason(error))
         except (EOFError, paramiko.SSHException, paramiko.SFTPError):
             self._leftovers.add(temp)
             return
@@ -329,99 +274,19 @@ class SftpAdapter:
             if name.startswith(".") or name in ANSWERED.values():
                 continue
             path = posixpath.join(inbound, name)
+            drops = DropReader(
+                self.where,
+                self.authority_id,
+                self.max_incoming_bytes,
+                self.max_incoming_files,
+                self._alive,
+            )
             with self._remote(f"reading {path}"):
-                incoming = self._read_drop(self._session(), path, entry.st_mode or 0)
+                incoming = drops.read(self._session(), path, entry.st_mode or 0)
             if incoming is not None:
                 count += 1
                 held += len(incoming.envelope) + sum(len(p.data) for p in incoming.attachments)
                 yield incoming
-
-    def _read_drop(self, sftp: Any, path: str, mode: int) -> Incoming | None:
-        if stat.S_ISLNK(mode):
-            return self._refused(path, "it is a symbolic link, not a folder")
-        if not stat.S_ISDIR(mode):
-            return self._refused(path, "it is not a folder")
-        try:
-            entries = sftp.listdir_attr(path)
-        except OSError as error:
-            if not self._alive():
-                raise
-            if error.errno == errno.ENOENT:
-                return None  # taken away since the listing
-            return self._refused(path, f"it cannot be listed: {_reason(error)}")
-        if len(entries) > self.max_incoming_files:
-            return self._refused(
-                path, f"it holds {len(entries)} entries, more than {self.max_incoming_files}"
-            )
-        problems: list[str] = []
-        files: list[str] = []
-        total = 0
-        for entry in sorted(entries, key=lambda e: str(e.filename)):
-            name, kind = entry.filename, entry.st_mode or 0
-            why = unsafe_name(name)
-            if stat.S_ISLNK(kind):
-                problems.append(f"{name!r} is a symbolic link")
-            elif not stat.S_ISREG(kind):
-                problems.append(f"{name!r} is not a regular file")
-            elif why:
-                problems.append(f"{name!r} is not an acceptable file name: {why}")
-            else:
-                files.append(name)
-                total += entry.st_size or 0
-        if ENVELOPE not in files:
-            problems.append(f"it holds no {ENVELOPE}")
-        if total > self.max_incoming_bytes:
-            problems.append(
-                f"it holds {total} bytes, more than the limit of {self.max_incoming_bytes}"
-            )
-        if problems:
-            return self._refused(path, "; ".join(problems))
-
-        envelope = b""
-        parts: list[IncomingPart] = []
-        left = self.max_incoming_bytes
-        for name in files:
-            try:
-                data = self._read_file(sftp, posixpath.join(path, name), left)
-            except REMOTE_ERRORS as error:
-                if not self._alive():
-                    raise
-                return self._refused(path, f"{name!r} could not be read: {_reason(error)}")
-            if data is None:
-                return self._refused(path, f"it grew past {self.max_incoming_bytes} bytes")
-            left -= len(data)
-            if name == ENVELOPE:
-                envelope = data
-            else:
-                media_type = "application/pdf" if data.startswith(b"%PDF-") else None
-                parts.append(IncomingPart(name, media_type or "application/octet-stream", data))
-        return Incoming(
-            reference=path,
-            envelope=envelope,
-            attachments=tuple(parts),
-            channel_sender=self.authority_id,
-            details={"sftp": f"{self.where}{path}"},
-        )
-
-    def _read_file(self, sftp: Any, path: str, limit: int) -> bytes | None:
-        """The file's bytes, or None if it holds more than ``limit``."""
-        with sftp.open(path, "rb") as source:
-            size = source.stat().st_size or 0
-            if size > limit:
-                return None
-            if size:
-                source.prefetch(size, 64)
-            data = source.read(limit + 1)
-        return None if len(data) > limit else bytes(data)
-
-    def _refused(self, path: str, problem: str) -> Incoming:
-        return Incoming(
-            reference=path,
-            envelope=b"",
-            channel_sender=self.authority_id,
-            problem=f"the drop {path} on {self.where} was not read: {problem}",
-            details={"sftp": f"{self.where}{path}"},
-        )
 
     def acknowledge(self, incoming: Incoming, outcome: Outcome) -> None:
         inbound = self.channel.inbound_folder
@@ -487,15 +352,15 @@ class SftpAdapter:
                 raise PermanentError(f"{where}: permission denied") from error
             if not alive:
                 raise TransientError(
-                    f"{where}: the connection was lost: {_reason(error)}"
+                    f"{where}: the connection was lost: {reason(error)}"
                 ) from error
-            raise TransientError(f"{where}: the server answered: {_reason(error)}") from error
+            raise TransientError(f"{where}: the server answered: {reason(error)}") from error
 
     def _session(self) -> Any:
         if self._sftp is not None and self._alive():
             return self._sftp
         self.close()
-        transport = self._connect()
+        transport = PinnedServer(self.channel, self.client_key, self.timeout).connect()
         try:
             sftp = paramiko.SFTPClient.from_transport(transport)
             if sftp is None:
@@ -509,108 +374,6 @@ class SftpAdapter:
             self._discard(sftp, temp)
         return sftp
 
-    def _connect(self) -> Any:
-        """An authenticated transport to a server that showed the pinned host key."""
-        pin = _pinned(self.channel.host_key)
-        transport = self._handshake(pin[0] if pin else None)
-        try:
-            presented = transport.get_remote_server_key()
-            blob = presented.asbytes()
-            if pin is None or blob != pin[1]:
-                raise self._wrong_host_key(presented.get_name(), blob, pin)
-            self._authenticate(transport)
-        except BaseException:
-            transport.close()
-            raise
-        return transport
-
-    def _handshake(self, key_type: str | None) -> Any:
-        """A transport past key exchange, asking for a host key of ``key_type`` if given."""
-        host, port = self.channel.host, self.channel.port
-        try:
-            sock = socket.create_connection((host, port), timeout=self.timeout)
-        except TimeoutError as error:
-            raise TransientError(f"{self.where}: no answer within {self.timeout:g} s") from error
-        except OSError as error:
-            raise TransientError(f"{self.where}: cannot connect: {_reason(error)}") from error
-        try:
-            transport = paramiko.Transport(sock)
-        except BaseException:
-            sock.close()
-            raise
-        try:
-            transport.banner_timeout = transport.handshake_timeout = self.timeout
-            transport.auth_timeout = transport.channel_timeout = self.timeout
-            if key_type is not None:
-                options = transport.get_security_options()
-                family = [k for k in options.key_types if _key_family(k) == key_type]
-                if family:
-                    options.key_types = family
-            done = threading.Event()
-            transport.start_client(event=done)
-            if not done.wait(self.timeout):
-                raise TransientError(f"{self.where}: no SSH handshake within {self.timeout:g} s")
-            if not transport.is_active():
-                failure = transport.get_exception() or paramiko.SSHException("negotiation failed")
-                if isinstance(failure, paramiko.IncompatiblePeer) and key_type is not None:
-                    raise self._unpinned_type()
-                raise TransientError(f"{self.where}: SSH handshake failed: {_reason(failure)}")
-        except BaseException:
-            transport.close()
-            raise
-        return transport
-
-    def _unpinned_type(self) -> PermanentError:
-        """The server offers no key of the pinned type: learn which key it does offer."""
-        transport = self._handshake(None)
-        try:
-            presented = transport.get_remote_server_key()
-            pin = _pinned(self.channel.host_key)
-            return self._wrong_host_key(presented.get_name(), presented.asbytes(), pin)
-        finally:
-            transport.close()
-
-    def _wrong_host_key(
-        self, presented_type: str, blob: bytes, pin: tuple[str, bytes] | None
-    ) -> PermanentError:
-        shown = f"{_key_family(presented_type)} {fingerprint(blob)}"
-        if pin is None:
-            return PermanentError(
-                f"{self.where}: the server presented host key {shown}, but the channel pins no "
-                f"valid host key ({self.channel.host_key!r}); refusing to connect"
-            )
-        return PermanentError(
-            f"{self.where}: the server presented host key {shown}, not the pinned "
-            f"{pin[0]} {fingerprint(pin[1])}; refusing to connect (if the counterpart changed its "
-            "key, confirm the new fingerprint with them and update the directory)"
-        )
-
-    def _authenticate(self, transport: Any) -> None:
-        try:
-            key = paramiko.PKey.from_path(self.client_key)
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            paramiko.SSHException,
-            paramiko.UnknownKeyType,
-        ) as e:
-            raise PermanentError(
-                f"{self.where}: the client key {self.client_key} cannot be used: {_reason(e)}"
-            ) from e
-        user = self.channel.user
-        try:
-            further = transport.auth_publickey(user, key)
-        except paramiko.AuthenticationException as error:
-            raise PermanentError(
-                f"{self.where}: the server refused client key {fingerprint(key.asbytes())} "
-                f"({self.client_key}) for user {user}: {_reason(error)}"
-            ) from error
-        if further or not transport.is_authenticated():
-            raise PermanentError(
-                f"{self.where}: user {user} needs more than a key to log in ({', '.join(further)})"
-            )
-
     def _exists(self, sftp: Any, path: str) -> bool:
         try:
             sftp.lstat(path)
@@ -619,8 +382,3 @@ class SftpAdapter:
                 return False
             raise
         return True
-
-
-def _key_family(algorithm: str) -> str:
-    """The key type an SSH host key algorithm uses: rsa-sha2-512 keys are ssh-rsa keys."""
-    return "ssh-rsa" if algorithm.startswith("rsa-sha2-") else algorithm

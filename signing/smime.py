@@ -4,9 +4,11 @@ Signing makes a ``multipart/signed`` entity with a detached CMS signature
 (SHA-256, signing time, the signer's chain); encryption an
 ``application/pkcs7-mime`` enveloped-data entity (AES-256-CBC, RSA key
 transport: the only recipient keys cryptography's CMS envelope supports).
-Verification accepts ``multipart/signed`` and opaque signed-data, and judges
-the signer's certificate with the trust engine alone: certificates in the
-message are only candidates for building its path.
+Verification accepts ``multipart/signed`` and opaque signed-data: this module
+finds the signed content and the CMS signature in the message, and
+signing.smime_cms judges the signature and the signer's certificate, with the
+trust engine alone: certificates in the message are only candidates for
+building its path.
 
 Canonical form (decided here, once): S/MIME digests the signed entity with
 CRLF line ends (RFC 8551, 3.1.1), but mail stores and IMAP servers may hand a
@@ -21,38 +23,46 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from enum import StrEnum
-from typing import Any
 
-from asn1crypto import cms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .errors import InputError, SigningError
 from .keys import Signer
-from .trust import KeyPurpose, TrustEngine, describe
-from .verdict import SignatureReport, SubIndication, Verdict, worst
-from .xmldsig import PrivateKey, key_strength
+from .smime_cms import Refused, VerifiedSmime, format_failure, verify_signed_data
+from .trust import TrustEngine, describe
+from .verdict import SignatureReport, SubIndication, Verdict
+from .xmldsig import PrivateKey
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "SmimeError",
+    "SmimeKind",
+    "VerifiedSmime",
+    "base64_lines",
+    "canonical",
+    "classify",
+    "decrypt_smime",
+    "encrypt_smime",
+    "sign_smime",
+    "verify_smime",
+]
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
-ACCEPTED_DIGESTS = ("sha256", "sha384", "sha512")
 _SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature")
 _MIME_TYPES = ("application/pkcs7-mime", "application/x-pkcs7-mime")
-_EMAIL_USAGES = {ExtendedKeyUsageOID.EMAIL_PROTECTION, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
 _LINE_LIMIT = 998  # RFC 5322 2.1.1: longer lines are folded or cut in transit
 
 
@@ -69,39 +79,6 @@ class SmimeKind(StrEnum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class VerifiedSmime:
-    """The verdict on an S/MIME signature and, only when it passed, what was signed.
-
-    ``content`` is the signed MIME entity in canonical form (CRLF), exactly the
-    bytes the signature's digest covers; never the unsigned outer headers.
-    """
-
-    report: SignatureReport
-    content: bytes | None = None
-    signer: x509.Certificate | None = None
-
-    @property
-    def verdict(self) -> Verdict:
-        return self.report.verdict
-
-    @property
-    def ok(self) -> bool:
-        return self.report.verdict.ok
-
-
-class _Refused(Exception):
-    """Verification stops here with this verdict."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.reason)
-        self.verdict = verdict
-
-
-def _format(reason: str) -> _Refused:
-    return _Refused(Verdict.failed(SubIndication.FORMAT_FAILURE, reason))
-
-
 def canonical(data: bytes) -> bytes:
     """``data`` with every bare LF turned into CRLF (the canonical form above)."""
     return re.sub(rb"(?<!\r)\n", b"\r\n", data)
@@ -113,14 +90,16 @@ def _split(message: bytes) -> tuple[Message, bytes]:
         return Message(), message[2:]
     end = message.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
     if end < 0:
-        raise _format(f"no header block of at most {MAX_HEADER_BYTES} bytes ends in a blank line")
+        raise format_failure(
+            f"no header block of at most {MAX_HEADER_BYTES} bytes ends in a blank line"
+        )
     return BytesHeaderParser(policy=compat32).parsebytes(message[: end + 2]), message[end + 4 :]
 
 
 def _media_type(headers: Message) -> str | None:
     values = headers.get_all("Content-Type") or []
     if len(values) > 1:
-        raise _format("the message has more than one Content-Type header")
+        raise format_failure("the message has more than one Content-Type header")
     return headers.get_content_type() if values else None
 
 
@@ -146,7 +125,7 @@ def classify(message: bytes) -> SmimeKind:
     """What kind of S/MIME message this is, by its top-level Content-Type."""
     try:
         return _kind(_split(canonical(message))[0])
-    except _Refused:
+    except Refused:
         return SmimeKind.OTHER
 
 
@@ -154,7 +133,7 @@ def _base64(body: bytes, what: str) -> bytes:
     try:
         return base64.b64decode(b"".join(body.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise _format(f"the {what} is not valid base64") from None
+        raise format_failure(f"the {what} is not valid base64") from None
 
 
 def base64_lines(data: bytes) -> bytes:
@@ -182,7 +161,7 @@ def sign_smime(mime_entity: bytes, signer: Signer) -> bytes:
     try:
         if _media_type(_split(entity)[0]) is None:
             raise SigningError("the MIME entity to sign has no Content-Type header")
-    except _Refused as exc:
+    except Refused as exc:
         raise SigningError(f"the MIME entity to sign is malformed: {exc}") from None
     if not isinstance(signer.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise SigningError(
@@ -277,7 +256,7 @@ def decrypt_smime(
                 f"the message is not encrypted S/MIME (Content-Type {_media_type(headers)})"
             )
         der = _base64(body, "encrypted content")
-    except _Refused as exc:
+    except Refused as exc:
         raise SmimeError(f"the encrypted message is malformed: {exc}") from None
     try:
         return pkcs7.pkcs7_decrypt_der(der, cert, key, [])
@@ -291,10 +270,13 @@ def verify_smime(
     """Verify an S/MIME signed message; fails closed, and the verdict says why."""
     try:
         if len(message) > max_bytes:
-            raise _format(f"the message of {len(message)} bytes exceeds the limit of {max_bytes}")
+            raise format_failure(
+                f"the message of {len(message)} bytes exceeds the limit of {max_bytes}"
+            )
         content, cms_der, kind = _signed_parts(canonical(message))
-        return _verify(content, cms_der, kind, engine)
-    except _Refused as exc:
+        form = "multipart/signed" if kind is SmimeKind.SIGNED else "opaque signed-data"
+        return verify_signed_data(content, cms_der, form, engine)
+    except Refused as exc:
         return VerifiedSmime(SignatureReport(exc.verdict))
     except Exception as exc:  # fail closed: a library surprise is a failure, never a pass
         reason = f"the S/MIME signature could not be processed ({type(exc).__name__}: {exc})"
@@ -308,24 +290,28 @@ def _signed_parts(message: bytes) -> tuple[bytes | None, bytes, SmimeKind]:
     if kind is SmimeKind.OPAQUE_SIGNED:
         return None, _base64(body, "signed-data"), kind
     if kind is SmimeKind.ENVELOPED:
-        raise _format("the message is encrypted; decrypt it before verifying its signature")
+        raise format_failure("the message is encrypted; decrypt it before verifying its signature")
     if kind is not SmimeKind.SIGNED:
-        raise _format(
+        raise format_failure(
             f"the message is not S/MIME signed (Content-Type {_media_type(headers) or 'missing'})"
         )
     protocol = (_param(headers, "protocol") or "").lower()
     if protocol not in _SIGNATURE_TYPES:
-        raise _format(f"multipart/signed with protocol {protocol!r}, not a CMS signature")
+        raise format_failure(f"multipart/signed with protocol {protocol!r}, not a CMS signature")
     boundary = _param(headers, "boundary")
     if not boundary:
-        raise _format("multipart/signed without a boundary")
+        raise format_failure("multipart/signed without a boundary")
     first, second = _two_parts(body, boundary.encode("ascii", "replace"))
     sig_headers, sig_body = _split(second)
     if _media_type(sig_headers) not in _SIGNATURE_TYPES:
-        raise _format("the second part of multipart/signed is not application/pkcs7-signature")
+        raise format_failure(
+            "the second part of multipart/signed is not application/pkcs7-signature"
+        )
     encoding = (sig_headers.get("Content-Transfer-Encoding") or "").strip().lower()
     if encoding != "base64":
-        raise _format(f"the signature part has Content-Transfer-Encoding {encoding!r}, not base64")
+        raise format_failure(
+            f"the signature part has Content-Transfer-Encoding {encoding!r}, not base64"
+        )
     return first, _base64(sig_body, "signature part"), kind
 
 
@@ -336,151 +322,11 @@ def _two_parts(body: bytes, boundary: bytes) -> tuple[bytes, bytes]:
     found = list(delimiter.finditer(text))
     closing = next((i for i, m in enumerate(found) if m.group(1)), None)
     if closing is None:
-        raise _format("the multipart/signed body has no closing boundary")
+        raise format_failure("the multipart/signed body has no closing boundary")
     if closing != 2:
-        raise _format(f"multipart/signed holds {closing} parts, not the content and its signature")
+        raise format_failure(
+            f"multipart/signed holds {closing} parts, not the content and its signature"
+        )
     first = text[found[0].end() + 2 : found[1].start()]
     second = text[found[1].end() + 2 : found[2].start()]
     return first, second
-
-
-def _verify(
-    content: bytes | None, cms_der: bytes, kind: SmimeKind, engine: TrustEngine
-) -> VerifiedSmime:
-    from pyhanko.sign.validation.errors import SignatureValidationError
-    from pyhanko.sign.validation.generic_cms import (
-        extract_certs_for_validation,
-        validate_sig_integrity,
-    )
-
-    try:
-        info = cms.ContentInfo.load(cms_der, strict=True)
-        if info["content_type"].native != "signed_data":
-            raise _format(f"the CMS structure is {info['content_type'].native}, not signed-data")
-        signed_data = info["content"]
-        signer_infos = signed_data["signer_infos"]
-        encap = signed_data["encap_content_info"]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise _format(f"the CMS signature cannot be parsed: {exc}") from None
-    if len(signer_infos) != 1:
-        raise _format(f"the message has {len(signer_infos)} signers; exactly one is accepted")
-    if encap["content_type"].native != "data":
-        raise _format(f"the signed content type is {encap['content_type'].native}, not data")
-    embedded = encap["content"].native
-    if content is not None and embedded is not None:
-        raise _format("a detached signature that also embeds content")
-    if content is None:
-        if embedded is None:
-            raise _format("opaque signed-data without content")
-        content = bytes(embedded)
-    signer_info = signer_infos[0]
-    _refuse_weak(signer_info)
-    digest_algo: str = signer_info["digest_algorithm"]["algorithm"].native
-
-    try:
-        certs = extract_certs_for_validation(signed_data)
-    except SignatureValidationError as exc:
-        raise _Refused(
-            Verdict.indeterminate(
-                SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
-                f"the signer's certificate is not among the message's certificates: {exc}",
-            )
-        ) from None
-    try:
-        intact, valid = validate_sig_integrity(
-            signer_info, certs.signer_cert, "data", hashlib.new(digest_algo, content).digest()
-        )
-    except SignatureValidationError as exc:
-        raise _format(f"the signature cannot be checked: {exc}") from None
-    if not intact:
-        raise _Refused(
-            Verdict.failed(
-                SubIndication.HASH_FAILURE,
-                "the signed content was changed after signing (its digest does not match)",
-            )
-        )
-    if not valid:
-        raise _Refused(
-            Verdict.failed(
-                SubIndication.SIG_CRYPTO_FAILURE,
-                "the signature value does not verify with the signer's certificate",
-            )
-        )
-    signer = x509.load_der_x509_certificate(certs.signer_cert.dump())
-    others = [x509.load_der_x509_certificate(c.dump()) for c in certs.other_certs]
-    return _judge_signer(content, signer, others, signer_info, kind, engine)
-
-
-def _refuse_weak(signer_info: Any) -> None:
-    digest_algo = signer_info["digest_algorithm"]["algorithm"].native
-    try:
-        signature_hash: str | None = signer_info["signature_algorithm"].hash_algo
-    except ValueError:  # rsaEncryption names no hash: the digest algorithm applies
-        signature_hash = None
-    for algo in (digest_algo, signature_hash):
-        if algo is not None and algo not in ACCEPTED_DIGESTS:
-            weak = algo in ("md5", "sha1", "md2", "sha224")
-            raise _Refused(
-                Verdict.indeterminate(
-                    SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE,
-                    f"the signature relies on {algo.upper()}, which is "
-                    + ("no longer accepted" if weak else "not supported")
-                    + f"; accepted: {', '.join(a.upper() for a in ACCEPTED_DIGESTS)}",
-                )
-            )
-
-
-def _judge_signer(
-    content: bytes,
-    signer: x509.Certificate,
-    others: list[x509.Certificate],
-    signer_info: Any,
-    kind: SmimeKind,
-    engine: TrustEngine,
-) -> VerifiedSmime:
-    verdicts: list[Verdict] = []
-    strength = key_strength(signer.public_key())
-    if not strength.ok:
-        verdicts.append(
-            Verdict.indeterminate(SubIndication.CRYPTO_CONSTRAINTS_FAILURE_NO_POE, strength.reason)
-        )
-    purpose = _email_purpose(signer)
-    if purpose is not None:
-        verdicts.append(Verdict.indeterminate(SubIndication.CHAIN_CONSTRAINTS_FAILURE, purpose))
-    result = engine.validate(signer, others, purpose=KeyPurpose.SIGNING)
-    verdicts.append(result.verdict)
-    verdict = worst(v for v in verdicts if not v.ok) or Verdict.passed("S/MIME signature valid")
-    report = SignatureReport(
-        verdict=verdict,
-        signer=describe(signer),
-        signing_time=_signing_time(signer_info),
-        signing_time_source="claimed",
-        chain=result.chain_names,
-        revocation=result.revocation,
-        warnings=result.warnings,
-        details={
-            "format": "multipart/signed" if kind is SmimeKind.SIGNED else "opaque signed-data",
-            "digest": signer_info["digest_algorithm"]["algorithm"].native,
-        },
-    )
-    return VerifiedSmime(report, content if verdict.ok else None, signer)
-
-
-def _email_purpose(cert: x509.Certificate) -> str | None:
-    """RFC 8550 4.4.4: an extended key usage, when present, must allow e-mail protection."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-    if _EMAIL_USAGES & set(eku):
-        return None
-    return "the signer's certificate is not for e-mail (its extKeyUsage lacks emailProtection)"
-
-
-def _signing_time(signer_info: Any) -> datetime | None:
-    attrs = signer_info["signed_attrs"]
-    for attr in attrs if attrs.native is not None else ():
-        if attr["type"].native == "signing_time":
-            when: datetime = attr["values"][0].native
-            return when
-    return None
