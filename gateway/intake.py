@@ -7,6 +7,9 @@ authenticated authority -> attachments against the signed manifest, PDFs
 verified -> a signed SubmissionAcceptance, recorded before it is returned;
 or, at any step, a signed SubmissionRejection in a problem+json body.
 
+The checks of the parties live in gateway.intake_parties, the route an
+accepted message takes in gateway.intake_route.
+
 Memory stays bounded: the envelope (at most ``max_envelope_bytes``) is held
 in memory, attachments are streamed to the blob store and hashed on the way,
 and only PDFs up to ``MAX_PDF_VERIFY_BYTES`` are read back to be verified.
@@ -14,16 +17,14 @@ and only PDFs up to ``MAX_PDF_VERIFY_BYTES`` are read back to be verified.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from gateway.authorities import Authority, AuthorityDirectory
 from gateway.blobs import BlobStore, BlobTooLarge
-from gateway.channels import Channel, EmailChannel, GatewayChannel, SftpChannel
 from gateway.evidence import EvidenceReason, GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import (
     MAX_PDF_VERIFY_BYTES,
@@ -41,6 +42,7 @@ from gateway.intake_checks import (
     unsupported,
     verdict_issues,
 )
+from gateway.intake_parties import check_inbound, check_sender
 from gateway.intake_records import (
     PROBLEM_JSON,
     Answer,
@@ -56,6 +58,7 @@ from gateway.intake_records import (
     received_records,
     rejected_ref,
 )
+from gateway.intake_route import plan_route
 from gateway.model import EvidenceType, Status
 from gateway.multipart import (
     BOUNDARY_SYNTAX,
@@ -65,8 +68,6 @@ from gateway.multipart import (
     iter_parts,
     parse_content_type,
 )
-from gateway.notice import new_notice_id
-from gateway.routing import Facts, NoRoute, Route, channel_key, decide
 from gateway.settings import Settings
 from gateway.small_blobs import stage
 from gateway.store import MessageStore
@@ -75,7 +76,6 @@ from gateway.store_records import (
     EvidenceRecord,
     FirstAnswer,
     MessageIdTaken,
-    OutboxEntry,
     SubmissionRecord,
 )
 from gateway.verification import verify_envelope_for_intake
@@ -306,60 +306,15 @@ class IntakeService:
         if submission.origin is not None:
             submission.envelope = envelope
             try:
-                self._check_inbound(submission, submission.origin, verified.signing_cert, report)
+                submission.arrived_via = check_inbound(
+                    self.directory, envelope, submission.origin, verified.signing_cert, report
+                )
             except Refused:
                 submission.envelope = None
                 raise
             return
-        authority = submission.authority
-        if envelope.sender.id != authority.id:
-            raise Refused.one(
-                403, "sender-not-authority", "Posting as another authority",
-                f"the envelope's sender is {envelope.sender.id}, but the request was "
-                f"authenticated as {authority.id}",
-                path="/Envelope/Header/Sender/AuthorityId",
-            )  # fmt: skip
-        cert = verified.signing_cert
-        if cert is None or not self.directory.signer_belongs(authority, cert):
-            raise _signer_refused(report, authority.id)
+        check_sender(self.directory, submission.authority, envelope, verified.signing_cert, report)
         submission.envelope = envelope
-
-    def _check_inbound(
-        self, submission: Submission, origin: Origin, cert: Any, report: Any
-    ) -> None:
-        """The sender is one the origin speaks for, signed by its signer; the recipient is ours."""
-        envelope = submission.envelope
-        assert envelope is not None
-        sender_id = envelope.sender.id
-        if origin.gateway is not None:
-            sender = self.directory.served_by(origin.gateway, sender_id)
-            if sender is None:
-                raise Refused.one(
-                    403, "sender-not-of-peer", "Sender not served by this peer",
-                    f"the envelope's sender is {sender_id}, which the authority directory "
-                    f"does not list as reached through gateway {origin.gateway}",
-                    path="/Envelope/Header/Sender/AuthorityId",
-                )  # fmt: skip
-        else:
-            sender = self.directory.get(sender_id)
-            if sender is None or sender_id != origin.vouched_sender:
-                raise Refused.one(
-                    403, "sender-not-of-channel", "Sender does not match the channel",
-                    f"the envelope's sender is {sender_id}, but it came by the {origin.kind} "
-                    f"channel of {origin.vouched_sender}",
-                    path="/Envelope/Header/Sender/AuthorityId",
-                )  # fmt: skip
-        if cert is None or not self.directory.signer_belongs(sender, cert):
-            raise _signer_refused(report, sender_id)
-        recipient_id = envelope.recipient.id
-        if self.directory.local(recipient_id) is None:
-            raise Refused.one(
-                422, "recipient-not-served", "Recipient not served here",
-                f"the recipient {recipient_id} is not an authority this gateway serves",
-                path="/Envelope/Header/Recipient/AuthorityId",
-            )  # fmt: skip
-        came_by = _arrival_channel(sender.channels, origin)
-        submission.arrived_via = channel_key(came_by) if came_by is not None else None
 
     def _check_attachments(self, submission: Submission) -> None:
         envelope = submission.envelope
@@ -402,23 +357,9 @@ class IntakeService:
                 evidences.append(delivery)
                 then = (Status.QUEUED, Status.SENDING, Status.DELIVERED)
             else:
-                route = self._route(submission, envelope)
-                if isinstance(route, NoRoute):
-                    then, then_reason = (Status.FAILED,), f"no route: {route.reason}"
-                else:
-                    then = (Status.QUEUED,)
-                    outbox = OutboxEntry(route.key())
-                    decision: dict[str, object] = {
-                        "channel": json.loads(route.key()), "why": route.why,
-                    }  # fmt: skip
-                    if route.notice_by is not None:
-                        # The conversation's channel is told, in the same transaction.
-                        notice = OutboxEntry(
-                            channel_key(route.notice_by), "notice", new_notice_id()
-                        )
-                        decision["notice_by"] = json.loads(notice.channel)
-                        decision["notice_reason"] = route.notice_reason
-                    submission.route = json.dumps(decision)
+                plan = plan_route(self.store, self.directory, envelope, submission.override)
+                then, then_reason = plan.then, plan.then_reason
+                outbox, notice, submission.route = plan.outbox, plan.notice, plan.route
         record = SubmissionRecord(
             authority_id=submission.authority.id,
             envelope_sha256=message_ref.sha256_hex,
@@ -442,22 +383,6 @@ class IntakeService:
         if outcome.replayed:  # a concurrent post of the same id got there first
             return self._replay(submission, outcome.first)
         return from_stored(outcome.first.answer, envelope.message_id)
-
-    def _route(self, submission: Submission, envelope: Any) -> Route | NoRoute:
-        arrived_via = None
-        if envelope.in_reply_to:
-            earlier = self.store.message(envelope.in_reply_to)
-            # A reply to a message that came in from the recipient goes back the same way.
-            if earlier is not None and earlier.sender_id == envelope.recipient.id:
-                arrived_via = earlier.arrived_via
-        facts = Facts(
-            recipient_id=envelope.recipient.id,
-            request_type=envelope.request_type.value,
-            language=envelope.language,
-            arrived_via=arrived_via,
-            override=submission.override,
-        )
-        return decide(facts, self.directory.get(envelope.recipient.id))
 
     def _evidence(
         self, submission: Submission, kind: EvidenceType, message_ref: MessageRef
@@ -560,26 +485,3 @@ class IntakeService:
             )
             return self._refuse(submission, id_taken(message_id or "", ""))
         return answer
-
-
-def _signer_refused(report: Any, authority_id: str) -> Refused:
-    signer = report.signatures[0].signer if report.signatures else "unknown"
-    return Refused.one(
-        403, "signer-not-of-authority", "Signer not bound to the authority",
-        f"the envelope is signed by {signer}, which the authority directory does not "
-        f"list as a signer for {authority_id}",
-        path="/Envelope/Signature",
-    )  # fmt: skip
-
-
-def _arrival_channel(channels: Iterable[Channel], origin: Origin) -> Channel | None:
-    """The sender's channel the message came by, as the directory lists it."""
-    for channel in channels:
-        if origin.gateway is not None:
-            if isinstance(channel, GatewayChannel) and channel.gateway == origin.gateway:
-                return channel
-        elif (origin.kind == "email" and isinstance(channel, EmailChannel)) or (
-            origin.kind == "sftp" and isinstance(channel, SftpChannel)
-        ):
-            return channel
-    return None
