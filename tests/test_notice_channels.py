@@ -1,4 +1,4 @@
-"""Two gateways that talk by an SFTP drop: gw-ar's notice comes back through the drop.
+"""Two gateways that talk by an SFTP drop (or by S/MIME mail): gw-ar's notice comes back that way.
 
 gw-es serves ES-MJ and reaches AR-MJ by an SFTP drop (it uploads to
 ``to-ar``, polls ``to-es``); on the drop's far side gw-ar, which serves AR-MJ,
@@ -6,7 +6,9 @@ polls ``to-ar`` and uploads to ``to-es``. AR-MJ's reply leaves by e-mail
 (``channel=email``, to a local SMTP server that keeps what it is handed), so
 gw-ar sends its signed notice by the request's channel: a file in ``to-es``.
 gw-es's poller records it on the request, and refuses, records and moves aside
-a tampered notice and one from a gateway its directory does not list.
+a tampered notice and one from a gateway its directory does not list. The
+same by e-mail: both gateways reach the other's authority by S/MIME mail
+through a local SMTP relay into dovecot, and poll their own mailbox.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from gateway.pki import load_dev_pki
 from gateway.services import Services, build_services
 from signing.xades_sign import sign_xml
 from tests.gateway_process import free_port
-from tests.mailservers import smtp_relay
+from tests.mailservers import DOVECOT, PASSWORD, dovecot, issue_smime, smtp_relay
 from tests.sshd import SSHD, Sshd
 
 pytestmark = pytest.mark.skipif(not SSHD.exists(), reason="OpenSSH's sshd is not installed")
@@ -225,3 +227,87 @@ def test_a_tampered_notice_and_one_from_an_unlisted_gateway_are_refused_and_move
     (inbound / genuine_name).write_bytes(genuine)
     assert [line.split(":")[0] for line in _poll(es)] == ["notice"]
     assert _kinds(es, request.message_id) == ["notice.received"]
+
+
+@pytest.mark.skipif(not DOVECOT.exists(), reason=f"{DOVECOT} is not installed")
+def test_a_notice_sent_by_email_is_read_from_the_mailbox_and_recorded(tmp_path: Path) -> None:
+    """Each gateway reaches the other's authority by S/MIME mail; the reply leaves by SFTP."""
+    es, ar = prepare_pair(tmp_path / "pair", (free_port(), free_port()))
+    pki = load_dev_pki(tmp_path / "pair" / "pki")
+    addresses = {"gw-es": "es@es.example", "gw-ar": "ar@ar.example"}
+    bundles = {}  # each gateway's S/MIME certificate with its CA: the chain it signs with
+    for gateway_id, address in addresses.items():
+        issue_smime(pki, f"{gateway_id}-smime", address)
+        bundles[gateway_id] = tmp_path / f"{gateway_id}-smime-chain.pem"
+        bundles[gateway_id].write_bytes(
+            pki.cert_path(f"{gateway_id}-smime").read_bytes()
+            + pki.cert_path("signers-ca").read_bytes()
+        )
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    with (
+        Sshd(tmp_path / "sshd") as sshd,
+        dovecot(users=("es", "ar")) as mail,
+        smtp_relay(mail) as relay,
+    ):
+        sides = []
+        for member, other in ((es, ar), (ar, es)):
+            channel = (
+                f'kind = "email"\naddress = "{addresses[other.gateway_id]}"\n'
+                f'smime_certificate = "{pki.cert_path(f"{other.gateway_id}-smime")}"'
+            )
+            if member is ar:  # ... and gw-ar may also upload to ES-MJ's drop
+                channel += (
+                    f'\n\n[[authority.channel]]\nkind = "sftp"\nhost = "127.0.0.1"\n'
+                    f'port = {sshd.port}\nuser = "{sshd.user}"\nfolder = "{drop}"\n'
+                    f'host_key = "{sshd.host_key_line}"'
+                )
+            path = member.data_dir / "authorities.toml"
+            gateway = f'kind = "gateway"\ngateway = "{other.gateway_id}"'
+            path.write_text(path.read_text().replace(gateway, channel))
+            user = addresses[member.gateway_id].split("@")[0]
+            sides.append(
+                build_services(
+                    replace(
+                        member.settings, sftp_key=sshd.client_key,
+                        smtp_url=f"smtp://127.0.0.1:{relay.port}",
+                        mail_from=addresses[member.gateway_id],
+                        imap_url=f"imap://{user}:{PASSWORD}@127.0.0.1:{mail.imap_port}/INBOX",
+                        smime_key=pki.key_path(f"{member.gateway_id}-smime"),
+                        smime_cert=bundles[member.gateway_id],
+                    )
+                )
+            )  # fmt: skip
+        gw_es, gw_ar = sides
+        pair = Pair(gw_es, gw_ar, drop, tmp_path / "pair")
+        try:
+            request = demo_messages.request(with_attachments=False)
+            _submit(gw_es, pair, request)
+            assert any(o.startswith("sent:") for o in _run(gw_es))
+            lines = _poll(gw_ar)
+            assert [line.split(":")[0] for line in lines] == ["received"], lines
+
+            answer = demo_messages.reply(request)
+            _submit(gw_ar, pair, answer, channel="sftp")
+            outcomes = _run(gw_ar)
+            assert len([o for o in outcomes if o.startswith("sent:")]) == 2, outcomes
+            assert (drop / answer.message_id / "envelope.xml").exists()
+            [sent] = [
+                e.details
+                for e in gw_ar.audit.entries_for(answer.message_id)
+                if e.kind == "notice.sent"
+            ]
+
+            lines = _poll(gw_es)
+            assert [line.split(":")[0] for line in lines] == ["notice"], lines
+            [taken] = [
+                e.details
+                for e in gw_es.audit.entries_for(request.message_id)
+                if e.kind == "notice.received"
+            ]
+            assert (taken["notice_id"], taken["sha256"]) == (sent["notice_id"], sent["sha256"])
+            assert (taken["channel"], taken["authority"]) == ("email", "AR-MJ")
+            assert mail.messages("es") == [] and len(mail.messages("es", "Processed")) == 1
+        finally:
+            for side in sides:
+                side.close()
