@@ -98,14 +98,21 @@ class IncomingPart:
     data: bytes
 
 
+IncomingKind = Literal["message", "notice"]
+
+
 @dataclass(frozen=True)
 class Incoming:
-    """One message fetched from a pull channel, not yet verified.
+    """One message (or notice) fetched from a pull channel, not yet verified.
 
     ``channel_sender`` is who the channel itself vouches for, if anyone: the
     authority whose S/MIME certificate signed the mail (already checked by the
     adapter), or the authority whose SFTP drop it came from. Intake still
     verifies the envelope's XAdES signature and binds it to that authority.
+
+    ``kind`` "notice": a gateway-signed channel-override notice (gateway.notice)
+    from a gateway on the channel's far side; ``envelope`` holds the notice
+    document, and there are no attachments.
     """
 
     reference: str  # the adapter's handle for acknowledge(): an IMAP UID, a remote path
@@ -114,6 +121,7 @@ class Incoming:
     channel_sender: str | None = None
     problem: str | None = None  # set when the channel-level check failed (bad S/MIME signature ...)
     details: dict[str, str] = field(default_factory=dict)
+    kind: IncomingKind = "message"
 
 
 Outcome = Literal["accepted", "rejected"]

@@ -18,7 +18,9 @@ when it is enveloped, its S/MIME signature verified through the trust
 engine, and its signer's certificate mapped to an authority by ``sender_for``;
 the envelope and the attachments are read from the signed content only, never
 from the unsigned outer mail. Whatever is wrong with one mail comes back as an
-``Incoming`` with ``problem`` set, so one bad mail never stops the poll.
+``Incoming`` with ``problem`` set, so one bad mail never stops the poll. A
+signed mail that carries a gateway's notice (``notice-<id>.xml``) and no
+envelope is handed on as an ``Incoming`` of kind "notice".
 ``acknowledge`` moves a mail to the processed or rejected mailbox.
 
 One adapter holds one IMAP connection, reopened after an error; SMTP
@@ -52,6 +54,7 @@ from adapters.email_mime import (
     Unusable,
     header_value,
     message_entity,
+    notice_document,
     notice_entity,
     outer_details,
     unpack,
@@ -272,6 +275,11 @@ class EmailAdapter:
                     f"the mail is signed by {describe(verified.signer)}, which is not the "
                     "S/MIME certificate of any authority we know",
                     details,
+                )
+            notice = notice_document(verified.content)
+            if notice is not None:
+                return Incoming(
+                    reference, notice, channel_sender=sender, details=details, kind="notice"
                 )
             envelope, attachments = unpack(verified.content)
         except Unusable as exc:

@@ -16,7 +16,9 @@ gateway-signed ``notice-<id>.xml``.
 Unpacking goes the other way on the signed content of a received mail, never
 the unsigned outer mail: exactly one ``envelope.xml``, and every attachment
 named by its Content-ID. What cannot be read so raises ``Unusable``. The
-outer headers are read only as details for the operator.
+outer headers are read only as details for the operator. A signed content
+of notes and exactly one ``notice-<id>.xml`` part of the notice's media type,
+and no envelope, is a gateway's notice (``notice_document``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from adapters.base import (
 from signing.smime import base64_lines
 
 ENVELOPE = "envelope.xml"
+NOTICE_MEDIA_TYPE = "application/xml"  # of the notice-<id>.xml part
+_NOTICE_FILE = re.compile(r"notice-[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.xml")
 CHUNK = 57 * 1024  # a multiple of 57 bytes: whole 76-character base64 lines
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 _CONTENT_ID = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]{1,255}")  # printable ASCII but < and >
@@ -114,7 +118,7 @@ def notice_entity(notice: OutgoingNotice) -> bytes:
           if text.isascii() else
           (b"Content-Transfer-Encoding: base64\r\n\r\n", base64_lines(text.encode()))),
         f"\r\n--{boundary}\r\n".encode(),
-        _part_headers("application/xml", notice.file_name, None),
+        _part_headers(NOTICE_MEDIA_TYPE, notice.file_name, None),
         base64_lines(notice.document),
         f"\r\n--{boundary}--\r\n".encode(),
     ])  # fmt: skip
@@ -222,6 +226,30 @@ def unpack(content: bytes) -> tuple[bytes, tuple[IncomingPart, ...]]:
             f"{'s' if len(envelopes) != 1 else ''}; exactly one is expected"
         )
     return envelopes[0], tuple(attachments)
+
+
+def notice_document(content: bytes) -> bytes | None:
+    """The notice XML when the signed entity is a notice (no envelope, notes and exactly
+    one ``notice-*.xml`` part of the notice media type), else None."""
+    entity = BytesParser(policy=compat32).parsebytes(content)
+    if not entity.is_multipart():
+        return None
+    found: list[bytes] = []
+    for part in entity.get_payload():
+        if not isinstance(part, Message):
+            return None
+        file_name = part.get_filename()
+        if file_name is None and part.get_content_maintype() == "text":
+            continue  # the notice in words, for a person
+        if (
+            file_name is None
+            or not _NOTICE_FILE.fullmatch(file_name)
+            or part.get_content_type() != NOTICE_MEDIA_TYPE
+            or part.get("Content-ID") is not None
+        ):
+            return None
+        found.append(_decoded(part))
+    return found[0] if len(found) == 1 else None
 
 
 def _decoded(part: Message) -> bytes:

@@ -25,7 +25,9 @@ there (a symbolic link, a stray file, a special file, more than
 ``max_incoming_bytes``) comes back as an ``Incoming`` with ``problem`` set
 and no content (adapters.sftp_drop), so one bad drop never stops the poll. ``acknowledge`` moves a
 drop into ``processed/`` or ``rejected/``, as ``<name>.1``, ``<name>.2`` ...
-when the name is taken there, never over it.
+when the name is taken there, never over it. A file ``notice-<uuid>.xml``
+there is a notice from a gateway on the far side (kind "notice"), read and
+moved aside the same way.
 
 A channel-override notice (gateway.notice) is one file,
 ``<folder>/notice-<notice id>.xml``, written as a hidden

@@ -7,12 +7,18 @@ unsafe name, too many entries or bytes, a file that cannot be read) comes
 back as an ``Incoming`` with ``problem`` set and no content, so one bad drop
 never stops the poll. A failure of the connection itself is raised, never
 taken for a bad drop.
+
+A regular file ``notice-<uuid>.xml`` beside the drops is no drop but the
+channel-override notice of a gateway on the far side (what adapters.sftp
+sends): it comes back whole as an ``Incoming`` of kind "notice", to be judged
+by the gateway.
 """
 
 from __future__ import annotations
 
 import errno
 import posixpath
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +29,9 @@ from adapters.sftp_connect import REMOTE_ERRORS, reason
 
 ENVELOPE = "envelope.xml"
 MAX_NAME_BYTES = 255
+# A gateway's channel-override notice (gateway.notice.file_name): one file, not a drop.
+NOTICE_NAME = re.compile(r"notice-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.xml")
+MAX_NOTICE_BYTES = 1024 * 1024
 
 
 def unsafe_name(name: str) -> str | None:
@@ -56,6 +65,8 @@ class DropReader:
 
     def read(self, sftp: Any, path: str, mode: int) -> Incoming | None:
         """The drop at ``path`` (of file ``mode``), or None if it went away since the listing."""
+        if stat.S_ISREG(mode) and NOTICE_NAME.fullmatch(posixpath.basename(path)):
+            return self._notice(sftp, path)
         if stat.S_ISLNK(mode):
             return self._refused(path, "it is a symbolic link, not a folder")
         if not stat.S_ISDIR(mode):
@@ -120,6 +131,30 @@ class DropReader:
             attachments=tuple(parts),
             channel_sender=self.authority_id,
             details={"sftp": f"{self.where}{path}"},
+        )
+
+    def _notice(self, sftp: Any, path: str) -> Incoming | None:
+        """A notice file, read whole (the gateway judges it), or None if it went away."""
+        problem = None
+        try:
+            data = self._read_file(sftp, path, MAX_NOTICE_BYTES)
+        except REMOTE_ERRORS as error:
+            if not self.alive():
+                raise
+            if isinstance(error, OSError) and error.errno == errno.ENOENT:
+                return None  # taken away since the listing
+            data, problem = b"", f"it could not be read: {reason(error)}"
+        if data is None:
+            data, problem = b"", f"it holds more than {MAX_NOTICE_BYTES} bytes"
+        return Incoming(
+            reference=path,
+            envelope=data,
+            channel_sender=self.authority_id,
+            problem=f"the notice {path} on {self.where} was not read: {problem}"
+            if problem
+            else None,
+            details={"sftp": f"{self.where}{path}"},
+            kind="notice",
         )
 
     def _read_file(self, sftp: Any, path: str, limit: int) -> bytes | None:

@@ -8,12 +8,18 @@ vouches for; intake answers it as it answers a peer (the envelope verified,
 its signer bound to that authority, its recipient one of ours) and records
 the Delivery or the rejection. An item is acknowledged only once its answer
 is durable; an internal error leaves it in place for the next poll.
+
+A gateway's channel-override notice that such a channel brings (an item of
+kind "notice") goes to ``accept_notice`` instead (gateway.peer_notice, with
+the channel's kind and the authority it vouches for): taken, it is moved to
+processed; refused (recorded there), to rejected; one whose signature cannot
+be checked now stays in place and is read again at the next poll.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from adapters.base import AdapterError, Incoming, PullAdapter
@@ -22,8 +28,12 @@ from gateway.blobs import BlobStore
 from gateway.client import related_body
 from gateway.intake import IntakeService
 from gateway.intake_records import Origin
+from gateway.peer_notice import NoticeRefused, NoticeTaken
 
 log = logging.getLogger("rogatory.poller")
+
+# (channel kind, authority whose channel it came by, the notice's bytes); NoticeRefused if not.
+AcceptNotice = Callable[[str, str, bytes], NoticeTaken]
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,10 @@ class Poller:
         sources: Sequence[PullSource],
         *,
         limit: int = 100,
+        accept_notice: AcceptNotice | None = None,
     ) -> None:
         self.intake = intake
+        self.accept_notice = accept_notice
         self.audit = audit
         self.blobs = blobs
         self.sources = tuple(sources)
@@ -78,6 +90,8 @@ class Poller:
             source.adapter.acknowledge(incoming, "rejected")
             return f"refused: {source.kind} {incoming.reference}: {reason}"
         sender = incoming.channel_sender
+        if incoming.kind == "notice":
+            return self._take_notice(source, incoming, sender)
         origin = Origin(
             principal=f"{source.kind}:{sender}", kind=source.kind, vouched_sender=sender
         )
@@ -92,6 +106,28 @@ class Poller:
         if accepted:
             return f"received: {source.kind} {incoming.reference} from {sender}"
         return f"rejected: {source.kind} {incoming.reference} from {sender}: {_detail(answer.body)}"
+
+    def _take_notice(self, source: PullSource, incoming: Incoming, sender: str) -> str:
+        where = f"{source.kind} {incoming.reference}"
+        if self.accept_notice is None:
+            return f"deferred: notice {where}: this poller reads no notices"
+        try:
+            taken = self.accept_notice(source.kind, sender, incoming.envelope)
+        except NoticeRefused as exc:
+            if exc.try_later:
+                return f"deferred: notice {where}: {exc}"
+            source.adapter.acknowledge(incoming, "rejected")
+            return f"refused: notice {where} from {sender}: {exc}"
+        except Exception:  # an internal error: the notice stays for the next poll
+            log.exception("notice %s could not be judged", where)
+            return f"deferred: notice {where}: the gateway could not judge it"
+        source.adapter.acknowledge(incoming, "accepted")
+        notice = taken.notice
+        again = "" if taken.new else " (already recorded)"
+        return (
+            f"notice: {where} from gateway {notice.issuer.id} about message "
+            f"{notice.in_reply_to}{again}"
+        )
 
 
 def _detail(body: bytes) -> str:

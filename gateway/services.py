@@ -26,6 +26,7 @@ from .verification import build_engine
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
+    from .peer_notice import NoticeTaken
     from .poller import Poller
 
 
@@ -109,9 +110,15 @@ class Services:
         sources = pull_sources(self.settings, self.directory)
         if not sources:
             return None
+        from .peer_notice import accept_channel_notice
         from .poller import Poller
 
-        return Poller(self.intake, self.audit, self.blobs, sources)
+        def accept_notice(kind: str, authority_id: str, data: bytes) -> NoticeTaken:
+            return accept_channel_notice(
+                self.store, self.engine, self.directory, kind, authority_id, data
+            )
+
+        return Poller(self.intake, self.audit, self.blobs, sources, accept_notice=accept_notice)
 
     def close(self) -> None:
         self.db.dispose()

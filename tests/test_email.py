@@ -530,3 +530,50 @@ def test_a_notice_by_email_is_encrypted_when_the_channel_names_a_certificate(
     checked = openssl("cms", "-verify", "-CAfile", str(mail_pki.root_path), stdin=opened.stdout)
     assert checked.returncode == 0, checked.stderr
     assert _parts(checked.stdout)[notice.file_name].get_payload(decode=True) == notice.document
+
+
+def test_a_notice_by_email_is_fetched_as_a_notice_with_its_signed_document(
+    relay: SmtpRelay,
+    inbox: EmailAdapter,
+    ar_smime: Signer,
+    mail_engine: TrustEngine,
+    mail_pki: DevPKI,
+) -> None:
+    notice = notice_for(ar_smime)
+    counterpart(ar_smime, mail_engine, relay, mail_pki.cert_path("gw-es-smime")).send_notice(notice)
+
+    [incoming] = list(inbox.fetch())
+    assert incoming.problem is None, incoming.problem
+    assert (incoming.kind, incoming.channel_sender) == ("notice", "AR-MJ")
+    assert incoming.envelope == notice.document and incoming.attachments == ()
+    assert incoming.details["encrypted"] == "yes"
+
+
+@pytest.mark.parametrize(
+    ("media_type", "file_name"),
+    [("application/octet-stream", "notice-x.xml"), ("application/xml", "notes.xml")],
+)
+def test_a_mail_that_is_not_quite_a_notice_is_refused_as_a_mail(
+    relay: SmtpRelay,
+    inbox: EmailAdapter,
+    ar_smime: Signer,
+    mail_engine: TrustEngine,
+    media_type: str,
+    file_name: str,
+) -> None:
+    mixed = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nA notice.\r\n--b\r\n"
+        + f'Content-Type: {media_type}; name="{file_name}"\r\n'.encode()
+        + b"Content-Transfer-Encoding: base64\r\n"
+        + f'Content-Disposition: attachment; filename="{file_name}"\r\n\r\n'.encode()
+        + base64.encodebytes(b"<Notice/>")
+        + b"\r\n--b--\r\n"
+    )
+    sender = counterpart(ar_smime, mail_engine, relay, None)
+    sender._mail(mixed, "not-quite", "Rogatory notice")  # the S/MIME framing of a real send
+
+    [incoming] = list(inbox.fetch())
+    assert incoming.kind == "message"
+    assert incoming.problem is not None  # what unpacking a message says of it
+    assert "Content-ID" in incoming.problem or "envelope.xml" in incoming.problem

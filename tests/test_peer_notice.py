@@ -1,4 +1,5 @@
-"""A peer's notice, taken or refused by ``gateway.peer_notice.accept_notice`` (no HTTP).
+"""A peer's notice, taken or refused by ``gateway.peer_notice.accept_notice`` (no HTTP), and
+one that a pull channel brings, through the poller to ``accept_channel_notice``.
 
 gw-es (this gateway, tests.test_notice's store and intake) sends ES-MJ's messages
 to AR-MJ through gw-ar, or by e-mail when ES-MJ asks. gw-ar serves AR-MJ and
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from adapters.base import Incoming, Outcome
 from gateway import demo_messages
 from gateway.authorities import Authority, AuthorityDirectory, fingerprint
 from gateway.channels import PeerGateway
@@ -22,8 +25,15 @@ from gateway.intake import IntakeService
 from gateway.model import EvidenceType
 from gateway.notice import NoticeChannel, ReplyRef, build_notice, sign_notice
 from gateway.peer_evidence import PeerEvidenceRefused, accept_from_peer
-from gateway.peer_notice import MAX_NOTICE_BYTES, NoticeRefused, accept_notice
+from gateway.peer_notice import (
+    MAX_NOTICE_BYTES,
+    NoticeRefused,
+    NoticeTaken,
+    accept_channel_notice,
+    accept_notice,
+)
 from gateway.pki import DevPKI, create_dev_pki
+from gateway.poller import Poller, PullSource
 from gateway.store import MessageStore
 from signing.keys import Signer
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy
@@ -188,3 +198,103 @@ def test_a_revocation_outage_is_a_503_to_post_again_not_a_refusal(
     soft = TrustPolicy(anchors=(live.root(),), revocation=RevocationPolicy.SOFT, fetch_timeout=2)
     reachable = TrustEngine(soft)
     assert accept_notice(store, reachable, peers, peer, sent.message_id, document).new
+
+
+class Drop:
+    """A pull adapter holding given items, noting how each is acknowledged."""
+
+    def __init__(self, *items: Incoming) -> None:
+        self.items = list(items)
+        self.answered: list[tuple[str, str]] = []
+
+    def fetch(self, limit: int = 100) -> Iterator[Incoming]:
+        yield from [i for i in self.items if i.reference not in dict(self.answered)][:limit]
+
+    def acknowledge(self, incoming: Incoming, outcome: Outcome) -> None:
+        self.answered.append((incoming.reference, outcome))
+
+    def close(self) -> None:
+        pass
+
+
+def mail_poller(
+    intake: IntakeService, engine: TrustEngine, peers: AuthorityDirectory, drop: Drop
+) -> Poller:
+    store = intake.store
+
+    def take(kind: str, authority_id: str, data: bytes) -> NoticeTaken:
+        return accept_channel_notice(store, engine, peers, kind, authority_id, data)
+
+    source = PullSource("email", "es@es.example/INBOX", drop)
+    return Poller(intake, store.audit, store.blobs, [source], accept_notice=take)
+
+
+def test_a_notice_by_a_channel_is_bound_to_the_channel_and_authority_the_message_left_by(
+    intake: IntakeService, store: MessageStore, pki: DevPKI, gw_ar_signer: Signer
+) -> None:
+    peers, _ = peer_directory(gw_ar_signer)
+    by_mail = sent_by_es(intake, pki, channel="email")
+    through_gw_ar = sent_by_es(intake, pki)
+    notice = gw_ar_notice(by_mail, gw_ar_signer)
+    drop = Drop(
+        # about a message that went through gw-ar, not by e-mail
+        Incoming("1", gw_ar_notice(through_gw_ar, gw_ar_signer), channel_sender="AR-MJ",
+                 kind="notice"),
+        # by the e-mail of another authority than the one the message went to
+        Incoming("2", notice, channel_sender="AR-XX", kind="notice"),
+        # the reply it names is from another authority than the one whose channel it came by
+        Incoming("3", gw_ar_notice(by_mail, gw_ar_signer, sender="AR-PGN"),
+                 channel_sender="AR-MJ", kind="notice"),
+        Incoming("4", notice, channel_sender="AR-MJ", kind="notice"),
+        Incoming("5", notice, channel_sender="AR-MJ", kind="notice"),  # the same mail again
+    )  # fmt: skip
+    lines = mail_poller(intake, intake.engine, peers, drop).poll()  # type: ignore[arg-type]
+
+    assert [line.split(":")[0] for line in lines] == [
+        "refused", "refused", "refused", "notice", "notice",
+    ], lines  # fmt: skip
+    assert f"no message {through_gw_ar.message_id} was sent by email to AR-MJ" in lines[0]
+    assert f"no message {by_mail.message_id} was sent by email to AR-XX" in lines[1]
+    assert "the notice's reply is from AR-PGN" in lines[2]
+    assert "already recorded" in lines[4]
+    assert drop.answered == [
+        ("1", "rejected"), ("2", "rejected"), ("3", "rejected"),
+        ("4", "accepted"), ("5", "accepted"),
+    ]  # fmt: skip
+    kinds = [e.kind for e in store.audit.entries_for(by_mail.message_id)]
+    assert kinds.count("notice.refused") == 1 and kinds.count("notice.received") == 1
+    [refused] = [
+        e.details for e in store.audit.entries_for(by_mail.message_id)
+        if e.kind == "notice.refused"
+    ]  # fmt: skip
+    assert (refused["channel"], refused["authority"], refused["kept"]) == ("email", "AR-MJ", False)
+    assert "notice.received" not in [
+        e.kind for e in store.audit.entries_for(through_gw_ar.message_id)
+    ]
+
+
+def test_a_notice_by_a_channel_during_a_revocation_outage_stays_to_be_read_again(
+    intake: IntakeService, store: MessageStore, pki: DevPKI, tmp_path: Path
+) -> None:
+    live = create_dev_pki(tmp_path / "pki", crl_url="http://127.0.0.1:9/crl")
+    live.issue_signer("gw-ar-evidence")
+    unreachable = signer_for(live, "gw-ar-evidence")
+    engine = TrustEngine(TrustPolicy(anchors=(live.root(),), fetch_timeout=2))
+    peers, _ = peer_directory(unreachable)
+    by_mail = sent_by_es(intake, pki, channel="email")
+    drop = Drop(Incoming("1", gw_ar_notice(by_mail, unreachable), channel_sender="AR-MJ",
+                         kind="notice"))  # fmt: skip
+
+    lines = mail_poller(intake, engine, peers, drop).poll()
+    assert [line.split(":")[0] for line in lines] == ["deferred"], lines
+    assert "TRY_LATER" in lines[0] and drop.answered == []
+    # Nothing in it is read before its signature verifies: the entry goes on no message.
+    audit = store.audit
+    [deferred] = [audit.entry(i) for i in range(audit.size())
+                  if audit.entry(i).kind == "notice.deferred"]  # fmt: skip
+    assert deferred.message_id is None and deferred.details["channel"] == "email"
+
+    soft = TrustPolicy(anchors=(live.root(),), revocation=RevocationPolicy.SOFT, fetch_timeout=2)
+    lines = mail_poller(intake, TrustEngine(soft), peers, drop).poll()
+    assert [line.split(":")[0] for line in lines] == ["notice"], lines
+    assert drop.answered == [("1", "accepted")]
