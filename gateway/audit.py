@@ -234,6 +234,7 @@ _MOVE_HEAD = (
     )
 )
 _INSERT_ENTRY = entries_table.insert()
+_SIZE = sa.select(head_table.c.size)
 _INSERT_NODE = nodes_table.insert()
 
 
@@ -326,7 +327,7 @@ class AuditLog:
 
     def size(self) -> int:
         with self.db.begin_read() as connection:
-            return int(connection.execute(sa.select(head_table.c.size)).scalar_one())
+            return int(connection.execute(_SIZE).scalar_one())
 
     def root(self, size: int | None = None) -> bytes:
         with self.db.begin_read() as connection:

@@ -7,7 +7,7 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from signing.keys import Signer, load_signer
@@ -42,15 +42,25 @@ class Services:
     signer: Signer
     timestamper: TimeStamper | None
     intake: IntakeService
+    _checkpointed: int = field(default=0, init=False)  # the newest checkpoint's size, as last read
 
     def maybe_checkpoint(self) -> None:
-        """Sign a checkpoint once ``audit_checkpoint_every`` entries have passed since the last."""
+        """Sign a checkpoint once ``audit_checkpoint_every`` entries have passed since the last.
+
+        Called after every request, so it costs one small read: the newest
+        checkpoint's size is remembered (it only grows, so a remembered size
+        that is too small only means reading it again) and read only when a
+        checkpoint may be due.
+        """
         every = self.settings.audit_checkpoint_every
         if every <= 0:
             return
-        last = self.audit.latest_checkpoint()
-        signed = last.size if last is not None else 0
-        if self.audit.size() - signed >= every:
+        size = self.audit.size()
+        if size - self._checkpointed < every:
+            return
+        last = self.audit.latest_checkpoint()  # another worker may have signed one
+        self._checkpointed = last.size if last is not None else 0
+        if size - self._checkpointed >= every:
             self.audit.checkpoint(self.signer.key)
 
     def written_record(self, message_id: str) -> bytes:
