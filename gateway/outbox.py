@@ -199,7 +199,7 @@ class Outbox:
         LeaseLost still reaches only the claim that lost its lease.
         """
         blobs = blobs or {}
-        self.store.require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
+        self.store.require_blobs((e.sha256 for e in evidences), staged=blobs)
         self._finished.write(
             _Done(claim, tuple(statuses), tuple(evidences), reason, details, blobs)
         )
@@ -226,12 +226,8 @@ class Outbox:
         for status in item.statuses:
             message = self._moved(connection, message, status, item.reason, self.store.gateway_id)
         if claim.kind != "message":
-            prefix, carried = _carried(claim)
-            event = AuditEvent(
-                f"{prefix}.sent", self.store.gateway_id, claim.message_id,
-                {**carried, "channel": claim.channel, **(item.details or {})},
-            )  # fmt: skip
-            self.audit.append(event, connection=connection)
+            details = {"channel": claim.channel, **(item.details or {})}
+            self._item_event(connection, claim, "sent", details)
 
     def retry(self, claim: Claim, reason: str, delay: timedelta) -> datetime:
         """A transient failure: try again after ``delay``; returns when."""
@@ -252,12 +248,7 @@ class Outbox:
                     self.store.gateway_id,
                 )  # fmt: skip
             else:
-                prefix, carried = _carried(claim)
-                self.audit.append(
-                    AuditEvent(f"{prefix}.retry", self.store.gateway_id, claim.message_id,
-                               {**carried, "reason": text[:2000]}),
-                    connection=connection,
-                )  # fmt: skip
+                self._item_event(connection, claim, "retry", {"reason": text[:2000]})
         return at
 
     def fail(
@@ -275,7 +266,7 @@ class Outbox:
         ``blobs`` as for ``done``.
         """
         blobs = blobs or {}
-        self.store.require_blobs([e.sha256 for e in evidences if e.sha256 not in blobs])
+        self.store.require_blobs((e.sha256 for e in evidences), staged=blobs)
         with self.db.begin_write() as connection, self.audit.batch(connection):
             self._hold(connection, claim)
             keep_small(connection, blobs)
@@ -290,12 +281,7 @@ class Outbox:
                     connection, message, Status.FAILED, reason[:2000], self.store.gateway_id
                 )
             else:
-                prefix, carried = _carried(claim)
-                self.audit.append(
-                    AuditEvent(f"{prefix}.undeliverable", self.store.gateway_id,
-                               claim.message_id, {**carried, "reason": reason[:2000]}),
-                    connection=connection,
-                )  # fmt: skip
+                self._item_event(connection, claim, "undeliverable", {"reason": reason[:2000]})
 
     def postpone(self, claim: Claim, reason: str, until: datetime) -> None:
         """Not yet (what it waits for has not happened): due again at ``until``.
@@ -319,12 +305,7 @@ class Outbox:
         with self.db.begin_write() as connection, self.audit.batch(connection):
             self._hold(connection, claim)
             connection.execute(outbox_table.delete().where(outbox_table.c.id == claim.id))
-            prefix, carried = _carried(claim)
-            self.audit.append(
-                AuditEvent(f"{prefix}.withdrawn", self.store.gateway_id, claim.message_id,
-                           {**carried, "reason": reason[:2000]}),
-                connection=connection,
-            )  # fmt: skip
+            self._item_event(connection, claim, "withdrawn", {"reason": reason[:2000]})
 
     def note(self, claim: Claim, kind: str, details: dict[str, JSON]) -> None:
         """An audit entry on the claim's message, written only while the lease is held."""
@@ -332,6 +313,19 @@ class Outbox:
             self._hold(connection, claim)
             event = AuditEvent(kind, self.store.gateway_id, claim.message_id, details)
             self.audit.append(event, connection=connection)
+
+    def _item_event(
+        self, connection: Connection, claim: Claim, what: str, details: dict[str, JSON]
+    ) -> None:
+        """``<kind>.<what>`` about the evidence or notice a row carries, on its message."""
+        if claim.kind == "notice":
+            kind, carried = "notice", {"notice_id": claim.evidence_id}
+        else:
+            kind, carried = "evidence", {"evidence_id": claim.evidence_id}
+        event = AuditEvent(
+            f"{kind}.{what}", self.store.gateway_id, claim.message_id, {**carried, **details}
+        )
+        self.audit.append(event, connection=connection)
 
     def _hold(self, connection: Connection, claim: Claim) -> None:
         row = connection.execute(
@@ -344,10 +338,3 @@ class Outbox:
                 f"outbox row {claim.id} (message {claim.message_id}) is no longer held by "
                 f"{claim.owner}"
             )
-
-
-def _carried(claim: Claim) -> tuple[str, dict[str, JSON]]:
-    """What a row that is not a message carries, as its audit entries name it."""
-    if claim.kind == "notice":
-        return "notice", {"notice_id": claim.evidence_id}
-    return "evidence", {"evidence_id": claim.evidence_id}

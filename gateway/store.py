@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -108,24 +108,13 @@ class MessageStore(MessageReader):
         self, submissions: Sequence[SubmissionRecord]
     ) -> list[SubmissionOutcome]:
         """Several submissions in one transaction (group commit); any error fails them all."""
-        outcomes = []
         with self.db.begin_write() as connection, self.audit.batch(connection):
-            for submission in submissions:
-                earlier = self._replay(connection, submission)
-                if earlier is None:
-                    first = self._insert_submission(connection, submission)
-                    earlier = SubmissionOutcome(first, replayed=False, same_envelope=True)
-                outcomes.append(earlier)
-        return outcomes
+            return [self._record_in(connection, s) for s in submissions]
 
     def _record_one_submission(self, submission: SubmissionRecord) -> SubmissionOutcome:
         try:
-            with self.db.begin_write() as connection, self.audit.batch(connection):
-                earlier = self._replay(connection, submission)
-                if earlier is not None:
-                    return earlier
-                first = self._insert_submission(connection, submission)
-                return SubmissionOutcome(first, replayed=False, same_envelope=True)
+            [outcome] = self._record_submissions([submission])
+            return outcome
         except IntegrityError:
             # A writer outside the writer lock got there first: the unique constraint decided.
             with self.db.begin_read() as connection:
@@ -225,13 +214,29 @@ class MessageStore(MessageReader):
         digests = [submission.envelope_sha256]
         digests += [a.sha256 for a in submission.attachments]
         digests += [e.sha256 for e in submission.evidences]
-        self.require_blobs([d for d in digests if d not in submission.blobs])
+        self.require_blobs(digests, staged=submission.blobs)
 
-    def require_blobs(self, digests: list[str]) -> None:
-        """MissingBlob unless the blob store holds every digest: bytes come before records."""
-        missing = [d for d in dict.fromkeys(digests) if not self.blobs.exists(d)]
+    def require_blobs(
+        self, digests: Iterable[str], *, staged: Mapping[str, bytes] | None = None
+    ) -> None:
+        """MissingBlob unless the blob store holds every digest: bytes come before records.
+
+        Digests in ``staged`` (small blobs written by the same transaction) need not be there.
+        """
+        staged = staged or {}
+        missing = [
+            d for d in dict.fromkeys(digests) if d not in staged and not self.blobs.exists(d)
+        ]
         if missing:
             raise MissingBlob(f"the blob store holds no bytes for {', '.join(missing)}")
+
+    def _record_in(self, connection: Connection, submission: SubmissionRecord) -> SubmissionOutcome:
+        """The first answer if this was recorded before; else the submission, recorded."""
+        earlier = self._replay(connection, submission)
+        if earlier is not None:
+            return earlier
+        first = self._insert_submission(connection, submission)
+        return SubmissionOutcome(first, replayed=False, same_envelope=True)
 
     def _replay(
         self, connection: Connection, submission: SubmissionRecord
@@ -419,7 +424,8 @@ class MessageStore(MessageReader):
             .select_from(history_table)
             .where(history_table.c.message_id == message.message_id)
         ).scalar_one()
-        self._history(connection, message.message_id, int(seq), new_status, at, reason, ref.index)
+        row = self._history_row(message.message_id, int(seq), new_status, at, reason, ref.index)
+        connection.execute(_INSERT_HISTORY, row)
         return StatusChange(new_status, at, reason, ref.index)
 
     @staticmethod
@@ -435,19 +441,6 @@ class MessageStore(MessageReader):
             "message_id": message_id, "seq": seq, "status": status.value, "at": at,
             "reason": reason, "audit_index": audit_index,
         }  # fmt: skip
-
-    def _history(
-        self,
-        connection: Connection,
-        message_id: str,
-        seq: int,
-        status: Status,
-        at: datetime,
-        reason: str | None,
-        audit_index: int,
-    ) -> None:
-        row = self._history_row(message_id, seq, status, at, reason, audit_index)
-        connection.execute(_INSERT_HISTORY, row)
 
     def insert_evidence(
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
