@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -30,8 +31,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Each running process's pid and its /proc stat fields after the name: state ppid pgrp ..."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -40,10 +41,15 @@ def _group_alive(pgid: int) -> bool:
         except OSError:
             continue
         # pid (comm) state ppid pgrp ...; comm may hold spaces or parentheses.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+        yield int(entry.name), stat[stat.rfind(")") + 2 :].split()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    return any(
+        len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+        for _, fields in process_stats()
+    )
 
 
 class GatewayProcess:

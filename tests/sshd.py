@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.gateway_process import free_port
+from tests.gateway_process import free_port, process_stats
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -65,15 +65,8 @@ def _openssh_version() -> tuple[int, int]:
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
+    for pid, fields in process_stats():
+        tree.setdefault(int(fields[1]), []).append(pid)
     return tree
 
 
