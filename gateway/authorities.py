@@ -36,6 +36,7 @@ import re
 import secrets
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,7 +331,7 @@ def _gateway(table: object, where: str, base: Path) -> PeerGateway:
     )
 
 
-def _known(table: Mapping[str, object], keys: set[str], where: str) -> None:
+def _known(table: Mapping[str, object], keys: AbstractSet[str], where: str) -> None:
     unknown = set(table) - keys
     if unknown:
         raise AuthorityDirectoryError(
@@ -400,12 +401,7 @@ def _authority(table: object, where: str, base: Path) -> Authority:
         raise AuthorityDirectoryError(f"{where}: expected a table")
     if isinstance(table.get("id"), str):
         where = f"{where} (id {table['id']!r})"
-    unknown = set(table) - _AUTHORITY_KEYS
-    if unknown:
-        raise AuthorityDirectoryError(
-            f"{where}: unknown key {sorted(unknown)[0]!r}; "
-            f"known keys: {', '.join(sorted(_AUTHORITY_KEYS))}"
-        )
+    _known(table, _AUTHORITY_KEYS, where)
     authority_id = _string(table, "id", where)
     if not _ID.fullmatch(authority_id):
         raise AuthorityDirectoryError(
@@ -476,12 +472,7 @@ def _digest(item: object) -> str | None:
 def _constraint(item: object, where: str) -> SignerConstraint:
     if not isinstance(item, dict):
         raise AuthorityDirectoryError(f"{where}: expected an inline table {{ issuer = ... }}")
-    unknown = set(item) - _CONSTRAINT_KEYS
-    if unknown:
-        raise AuthorityDirectoryError(
-            f"{where}: unknown key {sorted(unknown)[0]!r}; "
-            f"known keys: {', '.join(sorted(_CONSTRAINT_KEYS))}"
-        )
+    _known(item, _CONSTRAINT_KEYS, where)
     issuer = _name(item, "issuer", where)
     if issuer is None:
         raise AuthorityDirectoryError(f"{where}: missing key 'issuer'")
