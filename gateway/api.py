@@ -289,22 +289,18 @@ def retrieve(message_id: str) -> Response:
 @api.post("/messages/<message_id>/evidences")
 def peer_evidence(message_id: str) -> Response:
     """A peer gateway's signed evidence about a message we sent it (its Retrieval)."""
-    from .peer_evidence import PeerEvidenceRefused, accept_from_peer
+    from .peer_evidence import MAX_EVIDENCE_BYTES, PeerEvidenceRefused, accept_from_peer
 
     peer: PeerGateway | None = g.peer
     if peer is None:
         return problem(403, "Forbidden", "only a peer gateway posts evidences")
-    limit = 1024 * 1024
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
-        return problem(413, "Content Too Large", f"an evidence is at most {limit} bytes")
+    data = request.stream.read(MAX_EVIDENCE_BYTES + 1)
     s = services()
     try:
         found, new = accept_from_peer(s.store, s.engine, peer, message_id, data)
     except PeerEvidenceRefused as exc:
-        return _retry_later(
-            problem(exc.status, "Evidence refused", str(exc), code="evidence-refused")
-        )
+        s.maybe_checkpoint()
+        return _retry_later(problem(exc.status, "Evidence refused", str(exc), code=exc.code))
     s.maybe_checkpoint()
     body = {"evidence_id": found.evidence.evidence_id, "type": found.evidence.type.value}
     return Response(json.dumps(body), status=201 if new else 200, mimetype="application/json")

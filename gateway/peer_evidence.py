@@ -21,6 +21,7 @@ from gateway.blobs import BlobStore
 from gateway.channels import PeerGateway
 from gateway.evidence import Evidence, EvidenceError, read_evidence
 from gateway.model import Direction, EvidenceType, IllegalTransition, Status
+from gateway.post_refusals import RefusalTrail
 from gateway.small_blobs import stage
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message, StoreError
@@ -101,16 +102,20 @@ def signer_refusal(cert: x509.Certificate | None, peer: PeerGateway, what: str) 
     return None
 
 
-class PeerEvidenceRefused(Exception):
-    """A peer's evidence that is not taken; ``status`` is the HTTP answer to give.
+MAX_EVIDENCE_BYTES = 1024 * 1024
 
-    503: its signature cannot be checked now (revocation data unavailable); it may be
+
+class PeerEvidenceRefused(Exception):
+    """A peer's evidence that is not taken; ``status`` and ``code`` are the HTTP answer.
+
+    503 (``revocation-unavailable``): its signature cannot be checked now; it may be
     posted again later.
     """
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, code: str, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+        self.code = code
 
 
 def accept_from_peer(
@@ -122,32 +127,50 @@ def accept_from_peer(
 ) -> tuple[PeerEvidence, bool]:
     """A peer's later evidence (its Retrieval) about a message we sent it: kept, status moved.
 
-    Returns the evidence and whether it was new (a repeat changes nothing).
+    Returns the evidence and whether it was new (a repeat changes nothing). A refusal
+    is recorded (``evidence.refused``: the reason, the status answered, the SHA-256
+    and size of what came; its bytes only if its signature verified) on the
+    message when the peer has business with it, else on none; a signature that
+    cannot be checked now is ``evidence.deferred`` and a 503 (gateway.post_refusals).
     """
+    refusal = RefusalTrail(
+        store, "evidence", f"gateway:{peer.id}", {"gateway": peer.id}, message_id, data,
+        PeerEvidenceRefused,
+    )  # fmt: skip
+    if len(data) > MAX_EVIDENCE_BYTES:
+        raise refusal.refuse(
+            413, "evidence-too-large", f"an evidence is at most {MAX_EVIDENCE_BYTES} bytes"
+        )
     message = store.message(message_id)
     if message is None or not sent_to_gateway(message, peer.id):
-        raise PeerEvidenceRefused(404, f"no message {message_id} was sent to gateway {peer.id}")
+        raise refusal.refuse(
+            404, "unknown-message", f"no message {message_id} was sent to gateway {peer.id}"
+        )
+    refusal.about = message_id
     try:
         found = recognise(data, peer, message, engine, store.blobs)
     except EvidenceError as exc:
         # Revocation data out of reach is no verdict on the evidence: the peer posts it again.
-        raise PeerEvidenceRefused(503 if exc.try_later else 422, str(exc)) from None
+        if exc.try_later:
+            raise refusal.defer(str(exc)) from None
+        raise refusal.refuse(422, "evidence-invalid", str(exc)) from None
     advance = ADVANCES.get(found.evidence.type)
     statuses: tuple[Status, ...] = ()
     if advance is not None and message.status in advance[0]:
         statuses = advance[1]
     elif advance is not None and message.status not in advance[1]:
-        raise PeerEvidenceRefused(
-            409,
+        raise refusal.refuse(
+            409, "evidence-conflict",
             f"a {found.evidence.type.value} evidence cannot apply to message {message_id} "
             f"in status {message.status.value}",
-        )
+            keep=True,  # verified: recognise kept its bytes
+        )  # fmt: skip
     try:
         new = store.record_peer_evidence(
             message_id, found.record, statuses, actor=f"gateway:{peer.id}"
         )
     except (StoreError, IllegalTransition) as exc:
-        raise PeerEvidenceRefused(409, str(exc)) from None
+        raise refusal.refuse(409, "evidence-conflict", str(exc), keep=True) from None
     return found, new
 
 

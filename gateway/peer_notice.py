@@ -38,7 +38,6 @@ there hold only the digest and size of what came, never the bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,8 +48,9 @@ from gateway.authorities import AuthorityDirectory
 from gateway.channels import PeerGateway
 from gateway.model import Direction
 from gateway.notice import Notice, NoticeError, VerifiedNotice, read_notice
-from gateway.notice_trail import DEFERRED, RECEIVED, REFUSED, received
+from gateway.notice_trail import RECEIVED, received
 from gateway.peer_evidence import sent_to_gateway, signer_refusal
+from gateway.post_refusals import RefusalTrail
 from gateway.store import MessageStore
 from gateway.store_records import Message
 from signing.trust import TrustEngine
@@ -223,24 +223,13 @@ def _record(
     return NoticeTaken(notice, new=earlier is None)
 
 
-class _Refusal:
+class _Refusal(RefusalTrail[NoticeRefused]):
     """Records a refused notice (a ``notice.refused`` entry) and makes the error."""
 
     def __init__(
-        self,
-        store: MessageStore,
-        actor: str,
-        source: dict[str, JSON],
-        message_id: str,
-        data: bytes,
+        self, store: MessageStore, actor: str, source: dict[str, JSON], message_id: str, data: bytes
     ) -> None:
-        self.store = store
-        self.actor = actor  # "gateway:gw-ar", "sftp:AR-MJ"
-        self.source = source  # who sent it, in every entry
-        self.claimed = message_id[:255]  # the message it is said to be about
-        self.about: str | None = None  # the message the entry goes on, once it is the sender's
-        self.data = data
-        self._sha256: str | None = None
+        super().__init__(store, "notice", actor, source, message_id, data, NoticeRefused)
 
     def check_size(self) -> None:
         if len(self.data) > MAX_NOTICE_BYTES:
@@ -253,37 +242,10 @@ class _Refusal:
             yield
         except NoticeError as exc:
             if exc.try_later:
-                raise self.deferred(str(exc)) from None
+                raise self.defer(str(exc)) from None
             # Bytes whose signature did not verify are not kept (nor any when nothing checked).
             keep = keep_verified and exc.verdict is None
             raise self(422, "notice-invalid", str(exc), keep=keep) from None
 
-    def kept(self) -> str:
-        """The received bytes, kept as they came (once): only once their signature verified."""
-        if self._sha256 is None:
-            self._sha256 = self.store.blobs.put(self.data).sha256
-        return self._sha256
-
-    def event(
-        self, status: int, code: str, reason: str, *, keep: bool, kind: str = REFUSED
-    ) -> AuditEvent:
-        # ``sha256`` and ``size`` of what was read (for a 413, its first bytes); ``kept``
-        # says whether the blob store holds those bytes.
-        details: dict[str, JSON] = {
-            **self.source, "message_id": self.claimed, "status": status,
-            "code": code, "reason": reason[:2000], "size": len(self.data),
-            "sha256": self.kept() if keep else hashlib.sha256(self.data).hexdigest(),
-            "kept": keep,
-        }  # fmt: skip
-        return AuditEvent(kind, self.actor, self.about, details)
-
     def __call__(self, status: int, code: str, reason: str, *, keep: bool = False) -> NoticeRefused:
-        self.store.audit.append(self.event(status, code, reason, keep=keep))
-        return NoticeRefused(status, code, reason)
-
-    def deferred(self, reason: str) -> NoticeRefused:
-        """Its signature cannot be checked now: 503, recorded as deferred, not as refused."""
-        reason = f"{reason}; send the same notice again later"
-        event = self.event(503, "revocation-unavailable", reason, keep=False, kind=DEFERRED)
-        self.store.audit.append(event)
-        return NoticeRefused(503, "revocation-unavailable", reason)
+        return self.refuse(status, code, reason, keep=keep)
