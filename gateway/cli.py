@@ -330,8 +330,14 @@ def serve(
     "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), help="Data folder."
 )
 @click.option("--once", is_flag=True, help="Stop once the outbox holds nothing due.")
-@click.option("--batch", type=int, help="Rows claimed per turn (default: dispatch_batch).")
-@click.option("--concurrency", type=int, help="Sends in parallel (default: dispatch_concurrency).")
+@click.option(
+    "--batch", type=int,
+    help="Most rows claimed at a time; more are claimed as sends end (default: dispatch_batch).",
+)  # fmt: skip
+@click.option(
+    "--concurrency", type=int,
+    help="Sends in flight at once; a slow one holds up no other (default: dispatch_concurrency).",
+)  # fmt: skip
 def worker(
     dev: bool, data_dir: Path | None, once: bool, batch: int | None, concurrency: int | None
 ) -> None:

@@ -85,6 +85,23 @@ class DispatchStats:
     withdrawn: int = 0  # notices about a reply that failed
     outcomes: list[str] = field(default_factory=list)
 
+    def count(self, outcome: str) -> None:
+        """Count one outcome line of ``Dispatcher.handle`` ("sent: ...", "retry: ..." ...)."""
+        self.outcomes.append(outcome)
+        kind = outcome.split(":", 1)[0]
+        if kind == "sent":
+            self.sent += 1
+        elif kind == "retry":
+            self.retried += 1
+        elif kind == "failed":
+            self.failed += 1
+        elif kind == "postponed":
+            self.postponed += 1
+        elif kind == "withdrawn":
+            self.withdrawn += 1
+        else:
+            self.lost += 1
+
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -135,9 +152,13 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
 
     def run_once(self) -> DispatchStats:
-        """Claim one batch of due work and finish all of it; what happened, counted."""
+        """Claim one batch of due work and finish all of it; what happened, counted.
+
+        ``rogatory worker`` does not wait for a whole batch: gateway.worker keeps
+        ``concurrency`` claims in flight and claims more as each one ends.
+        """
         stats = DispatchStats()
-        claims = self.outbox.claim(self.owner, self.batch, self.lease)
+        claims = self.claim(self.batch)
         stats.claimed = len(claims)
         if not claims:
             return stats
@@ -145,28 +166,19 @@ class Dispatcher:
         outcomes = self._handle_all([c for c in claims if c.kind != "notice"])
         outcomes += self._handle_all([c for c in claims if c.kind == "notice"])
         for outcome in outcomes:
-            stats.outcomes.append(outcome)
-            kind = outcome.split(":", 1)[0]
-            if kind == "sent":
-                stats.sent += 1
-            elif kind == "retry":
-                stats.retried += 1
-            elif kind == "failed":
-                stats.failed += 1
-            elif kind == "postponed":
-                stats.postponed += 1
-            elif kind == "withdrawn":
-                stats.withdrawn += 1
-            else:
-                stats.lost += 1
+            stats.count(outcome)
         return stats
+
+    def claim(self, limit: int) -> list[Claim]:
+        """Up to ``limit`` rows of due work, leased to this dispatcher."""
+        return self.outbox.claim(self.owner, limit, self.lease)
 
     def _handle_all(self, claims: list[Claim]) -> list[str]:
         if self.concurrency <= 1 or len(claims) <= 1:
-            return [self._handle(c) for c in claims]
+            return [self.handle(c) for c in claims]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, "rogatory-dispatch")
-        return list(self._pool.map(self._handle, claims))
+        return list(self._pool.map(self.handle, claims))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -178,7 +190,8 @@ class Dispatcher:
 
     # --- one claim ---
 
-    def _handle(self, claim: Claim) -> str:
+    def handle(self, claim: Claim) -> str:
+        """Send one claimed row and record the outcome; a line saying what happened."""
         try:
             if claim.kind == "evidence":
                 return self._send_evidence(claim)
