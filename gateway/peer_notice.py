@@ -116,11 +116,18 @@ def accept_channel_notice(
     kind: str,
     authority_id: str,
     data: bytes,
+    *,
+    deferred_before: bool = False,
 ) -> NoticeTaken:
     """Verify and record a notice that came by ``authority_id``'s ``kind`` channel (e-mail,
-    SFTP) from a gateway on its far side; NoticeRefused says why not (503: try again later)."""
+    SFTP) from a gateway on its far side; NoticeRefused says why not (503: try again later).
+
+    ``deferred_before``: the poller read these bytes before and they were deferred; if
+    they are deferred again, no second ``notice.deferred`` entry is written.
+    """
     channel: dict[str, JSON] = {"channel": kind, "authority": authority_id}
     refusal = _Refusal(store, f"{kind}:{authority_id}", channel, "", data)
+    refusal.record_deferral = not deferred_before
     refusal.check_size()
     with refusal.judging(keep_verified=False):
         verified = _read(data, engine, None)
@@ -230,6 +237,7 @@ class _Refusal(RefusalTrail[NoticeRefused]):
         self, store: MessageStore, actor: str, source: dict[str, JSON], message_id: str, data: bytes
     ) -> None:
         super().__init__(store, "notice", actor, source, message_id, data, NoticeRefused)
+        self.record_deferral = True
 
     def check_size(self) -> None:
         if len(self.data) > MAX_NOTICE_BYTES:
@@ -242,7 +250,7 @@ class _Refusal(RefusalTrail[NoticeRefused]):
             yield
         except NoticeError as exc:
             if exc.try_later:
-                raise self.defer(str(exc)) from None
+                raise self.defer(str(exc), record=self.record_deferral) from None
             # Bytes whose signature did not verify are not kept (nor any when nothing checked).
             keep = keep_verified and exc.verdict is None
             raise self(422, "notice-invalid", str(exc), keep=keep) from None

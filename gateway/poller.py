@@ -18,6 +18,7 @@ be checked now stays in place and is read again at the next poll.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ from gateway.peer_notice import NoticeRefused, NoticeTaken
 
 log = logging.getLogger("rogatory.poller")
 
-# (channel kind, authority whose channel it came by, the notice's bytes); NoticeRefused if not.
-AcceptNotice = Callable[[str, str, bytes], NoticeTaken]
+MAX_REMEMBERED_DEFERRALS = 10_000
+
+# (channel kind, authority whose channel it came by, the notice's bytes, whether the same
+# bytes were deferred before); NoticeRefused if not taken.
+AcceptNotice = Callable[[str, str, bytes, bool], NoticeTaken]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class Poller:
     ) -> None:
         self.intake = intake
         self.accept_notice = accept_notice
+        # SHA-256 of notices deferred (revocation data out of reach) and still waiting:
+        # one notice.deferred entry per outage, not one per poll.
+        self._deferred: set[str] = set()
         self.audit = audit
         self.blobs = blobs
         self.sources = tuple(sources)
@@ -111,16 +118,24 @@ class Poller:
         where = f"{source.kind} {incoming.reference}"
         if self.accept_notice is None:
             return f"deferred: notice {where}: this poller reads no notices"
+        digest = hashlib.sha256(incoming.envelope).hexdigest()
         try:
-            taken = self.accept_notice(source.kind, sender, incoming.envelope)
+            taken = self.accept_notice(
+                source.kind, sender, incoming.envelope, digest in self._deferred
+            )
         except NoticeRefused as exc:
             if exc.try_later:
+                if len(self._deferred) >= MAX_REMEMBERED_DEFERRALS:
+                    self._deferred.clear()  # at worst, one more entry each
+                self._deferred.add(digest)
                 return f"deferred: notice {where}: {exc}"
+            self._deferred.discard(digest)
             source.adapter.acknowledge(incoming, "rejected")
             return f"refused: notice {where} from {sender}: {exc}"
         except Exception:  # an internal error: the notice stays for the next poll
             log.exception("notice %s could not be judged", where)
             return f"deferred: notice {where}: the gateway could not judge it"
+        self._deferred.discard(digest)
         source.adapter.acknowledge(incoming, "accepted")
         notice = taken.notice
         again = "" if taken.new else " (already recorded)"

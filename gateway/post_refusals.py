@@ -71,9 +71,14 @@ class RefusalTrail(Generic[E]):
         self.store.audit.append(self.event(status, code, reason, keep=keep))
         return self._error(status, code, reason)
 
-    def defer(self, reason: str) -> E:
-        """Its signature cannot be checked now: 503, recorded as deferred, not as refused."""
+    def defer(self, reason: str, *, record: bool = True) -> E:
+        """Its signature cannot be checked now: 503, recorded as deferred, not as refused.
+
+        ``record=False``: the same bytes were recorded as deferred before (a poller
+        reading them again during one outage), so no second entry is written.
+        """
         reason = f"{reason}; send the same {self.what} again later"
-        event = self.event(503, REVOCATION_UNAVAILABLE, reason, keep=False, deferred=True)
-        self.store.audit.append(event)
+        if record:
+            event = self.event(503, REVOCATION_UNAVAILABLE, reason, keep=False, deferred=True)
+            self.store.audit.append(event)
         return self._error(503, REVOCATION_UNAVAILABLE, reason)

@@ -123,10 +123,13 @@ class Services:
         from .peer_notice import accept_channel_notice
         from .poller import Poller
 
-        def accept_notice(kind: str, authority_id: str, data: bytes) -> NoticeTaken:
+        def accept_notice(
+            kind: str, authority_id: str, data: bytes, deferred_before: bool
+        ) -> NoticeTaken:
             return accept_channel_notice(
-                self.store, self.engine, self.directory, kind, authority_id, data
-            )
+                self.store, self.engine, self.directory, kind, authority_id, data,
+                deferred_before=deferred_before,
+            )  # fmt: skip
 
         return Poller(self.intake, self.audit, self.blobs, sources, accept_notice=accept_notice)
 
