@@ -20,7 +20,7 @@ from .trust import TrustEngine
 from .verdict import DocumentReport, SubIndication, Verdict
 from .xades_verify import Checked, SignedReference, verify_signature
 from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE, XADES, XADES141
-from .xmlparse import parse_xml
+from .xmlparse import ParsedXml, parse_xml
 
 _C14N_URIS = {m.value for m in C14N}
 
@@ -138,16 +138,20 @@ def _covers_whole(references: list[SignedReference], signature: etree._Element) 
 
 
 def verify_xml(
-    data: bytes,
+    data: bytes | ParsedXml,
     engine: TrustEngine | None,
     *,
     path: str = "-",
     at: datetime | None = None,
     policy: XmlPolicy = GENERAL_POLICY,
 ) -> VerifiedXml:
-    """Verify every signature of an XML document under ``policy``."""
+    """Verify every signature of an XML document under ``policy``.
+
+    ``data`` is the bytes as received, or ``parse_document``'s reading of
+    them when the caller has parsed them already (the tree is not modified).
+    """
     try:
-        root = parse_xml(data)
+        root = data.root if isinstance(data, ParsedXml) else parse_xml(data)
     except XMLInputError as exc:
         failure = Verdict.failed(SubIndication.FORMAT_FAILURE, str(exc))
         return VerifiedXml(

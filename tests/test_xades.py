@@ -19,6 +19,7 @@ from signing.verdict import Indication, SubIndication
 from signing.xades_sign import sign_xml
 from signing.xml_document import ENVELOPE_POLICY, verify_xml
 from signing.xmldsig import C14N, DS, XADES, Digest, canonicalize, digest, method_for, sign_raw
+from signing.xmlparse import parse_document
 from tests.conftest import signer_for
 
 NS = {"ds": DS, "xades": XADES, "e": "urn:rogatory:envelope:1"}
@@ -66,6 +67,23 @@ def test_verifier_hands_back_only_the_signed_document(signed_envelope, engine):
     clean = verify_xml(signed_envelope, engine, policy=ENVELOPE_POLICY)
     assert clean.signed_document is not None
     assert b"Signature" not in clean.signed_document and b"ES-MJ" in clean.signed_document
+
+
+def test_a_shared_parse_gets_the_verdict_of_the_bytes_and_is_left_as_it_was(
+    signed_envelope, engine
+):
+    """The intake parses once and hands the tree over: same verdict, same signed octets."""
+    tampered = signed_envelope.replace(b"<Language>es</Language>", b"<Language>en</Language>")
+    for data in (signed_envelope, tampered):
+        received = parse_document(data)
+        before = dump(received.root)
+        shared = verify_xml(received, engine, policy=ENVELOPE_POLICY)
+        alone = verify_xml(data, engine, policy=ENVELOPE_POLICY)
+        assert shared.report.verdict == alone.report.verdict
+        assert shared.signed_document == alone.signed_document
+        assert dump(received.root) == before
+    tampered_verdict = verify_xml(parse_document(tampered), engine, policy=ENVELOPE_POLICY)
+    assert tampered_verdict.report.verdict.indication is Indication.TOTAL_FAILED
 
 
 @pytest.mark.parametrize(
