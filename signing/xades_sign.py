@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import functools
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from asn1crypto import tsp
 from asn1crypto import x509 as asn1_x509
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
@@ -29,6 +29,7 @@ from .xmldsig import (
     SIGNED_PROPERTIES_TYPE,
     XADES,
     Digest,
+    SignatureMethod,
     canonicalize,
     digest,
     method_for,
@@ -55,13 +56,38 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@functools.lru_cache(maxsize=64)  # a gateway signs with one certificate, many times
-def _issuer_serial_v2(cert: x509.Certificate) -> str:
+@dataclass(frozen=True)
+class _SignerParts:
+    """What every signature by one signer repeats, worked out once."""
+
+    method: SignatureMethod
+    certificates: tuple[str, ...]  # base64 DER for KeyInfo, the signer's first
+    cert_digest: str  # base64 SHA-256 of the signer's DER, for SigningCertificateV2
+    issuer_serial: str  # base64 IssuerSerialV2
+
+
+@functools.lru_cache(maxsize=64)  # a gateway signs with one key and certificate, many times
+def _signer_parts(signer: Signer) -> _SignerParts:
+    ders = [c.public_bytes(Encoding.DER) for c in (signer.cert, *signer.chain)]
+    return _SignerParts(
+        method=method_for(signer.key),
+        certificates=tuple(_b64(der) for der in ders),
+        cert_digest=_b64(digest(ders[0], Digest.SHA256)),
+        issuer_serial=_issuer_serial_v2(ders[0]),
+    )
+
+
+def _issuer_serial_v2(der: bytes) -> str:
     """RFC 5035 IssuerSerial (GeneralNames + serial), as XAdES V2 carries it."""
-    asn1 = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    asn1 = asn1_x509.Certificate.load(der)
     general_names = asn1_x509.GeneralNames([asn1_x509.GeneralName("directory_name", asn1.issuer)])
     issuer_serial = tsp.IssuerSerial({"issuer": general_names, "serial_number": asn1.serial_number})
     return _b64(issuer_serial.dump())
+
+
+def _check_level(level: Level, timestamper: TimeStamper | None) -> None:
+    if level is Level.B_T and timestamper is None:
+        raise SigningError("level B-T needs a time-stamping authority (--tsa URL)")
 
 
 def sign_xml(
@@ -73,14 +99,33 @@ def sign_xml(
     signing_time: datetime | None = None,
 ) -> bytes:
     """Return ``data`` with an enveloped XAdES signature over the whole document."""
-    if level is Level.B_T and timestamper is None:
-        raise SigningError("level B-T needs a time-stamping authority (--tsa URL)")
+    _check_level(level, timestamper)
     try:
         root = parse_xml(data)
     except XMLInputError as exc:
         raise SigningError(f"cannot sign: {exc}") from None
+    return sign_tree(root, signer, level=level, timestamper=timestamper, signing_time=signing_time)
+
+
+def sign_tree(
+    root: etree._Element,
+    signer: Signer,
+    *,
+    level: Level = Level.B_B,
+    timestamper: TimeStamper | None = None,
+    signing_time: datetime | None = None,
+) -> bytes:
+    """Sign the document whose root is ``root`` (changing the tree) and return its bytes.
+
+    For a document Rogatory builds itself: it is signed as it stands, with no
+    round trip through text; ``sign_xml`` is the same for bytes.
+    """
+    _check_level(level, timestamper)
+    if root.getparent() is not None:
+        raise SigningError("cannot sign: the element is not the root of its document")
     if root.find(f".//{{{DS}}}Signature") is not None:
         raise SigningError("the document is already signed; Rogatory signs a document once")
+    parts = _signer_parts(signer)
     method = C14N.EXC
     doc_digest = digest(canonicalize_document(root, method), Digest.SHA256)
 
@@ -88,8 +133,7 @@ def sign_xml(
     signature = etree.SubElement(root, f"{{{DS}}}Signature", {"Id": sig_id}, nsmap={"ds": DS})
     signed_info = _el(signature, DS, "SignedInfo")
     _el(signed_info, DS, "CanonicalizationMethod", Algorithm=method.value)
-    sig_method = method_for(signer.key)
-    _el(signed_info, DS, "SignatureMethod", Algorithm=sig_method.value)
+    _el(signed_info, DS, "SignatureMethod", Algorithm=parts.method.value)
     doc_ref = _el(signed_info, DS, "Reference", Id=f"{sig_id}-ref-doc", URI="")
     transforms = _el(doc_ref, DS, "Transforms")
     _el(transforms, DS, "Transform", Algorithm=ENVELOPED)
@@ -104,8 +148,8 @@ def sign_xml(
     props_digest_el = _el(props_ref, DS, "DigestValue")
     value_el = _el(signature, DS, "SignatureValue", Id=f"{sig_id}-value")
     x509_data = _el(_el(signature, DS, "KeyInfo"), DS, "X509Data")
-    for cert in (signer.cert, *signer.chain):
-        _el(x509_data, DS, "X509Certificate", _b64(cert.public_bytes(Encoding.DER)))
+    for certificate in parts.certificates:
+        _el(x509_data, DS, "X509Certificate", certificate)
 
     obj = _el(signature, DS, "Object")
     qualifying = etree.SubElement(
@@ -118,19 +162,14 @@ def sign_xml(
     cert_el = _el(_el(sig_props, XADES, "SigningCertificateV2"), XADES, "Cert")
     cert_digest = _el(cert_el, XADES, "CertDigest")
     _el(cert_digest, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
-    _el(
-        cert_digest,
-        DS,
-        "DigestValue",
-        _b64(digest(signer.cert.public_bytes(Encoding.DER), Digest.SHA256)),
-    )
-    _el(cert_el, XADES, "IssuerSerialV2", _issuer_serial_v2(signer.cert))
+    _el(cert_digest, DS, "DigestValue", parts.cert_digest)
+    _el(cert_el, XADES, "IssuerSerialV2", parts.issuer_serial)
     data_props = _el(signed_props, XADES, "SignedDataObjectProperties")
     fmt = _el(data_props, XADES, "DataObjectFormat", ObjectReference=f"#{sig_id}-ref-doc")
     _el(fmt, XADES, "MimeType", "text/xml")
 
     props_digest_el.text = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
-    value_el.text = _b64(sign_raw(signer.key, sig_method, canonicalize(signed_info, method)))
+    value_el.text = _b64(sign_raw(signer.key, parts.method, canonicalize(signed_info, method)))
 
     if level is Level.B_T:
         assert timestamper is not None
