@@ -71,7 +71,8 @@ def _envelope_shape(root: etree._Element, signatures: list[etree._Element]) -> V
 _SIGNATURE_PARTS = {
     f"{{{DS}}}{name}" for name in ("SignedInfo", "SignatureValue", "KeyInfo", "Object")
 }
-_XADES_NAMESPACES = {DS, XADES, XADES141}
+# As tag prefixes: "{namespace}" starts the tag of an element in that namespace.
+_XADES_NAMESPACES = tuple(f"{{{ns}}}" for ns in (DS, XADES, XADES141))
 # Where an envelope signature may hold child elements, and which.
 _ALLOWED_CHILDREN = {
     f"{{{DS}}}Signature": _SIGNATURE_PARTS,
@@ -100,11 +101,12 @@ def _foreign_content(signature: etree._Element) -> Verdict | None:
             "its signed properties"
         )
     for element in signature.iter():
-        if not isinstance(element.tag, str):
+        tag = element.tag
+        if not isinstance(tag, str):
             continue
-        if etree.QName(element).namespace not in _XADES_NAMESPACES:
-            return refuse(f"holds an element {element.tag} outside XML-DSig and XAdES")
-        allowed = _ALLOWED_CHILDREN.get(element.tag)
+        if not tag.startswith(_XADES_NAMESPACES):
+            return refuse(f"holds an element {tag} outside XML-DSig and XAdES")
+        allowed = _ALLOWED_CHILDREN.get(tag)
         if allowed is None:
             continue
         children = [c.tag for c in element if isinstance(c.tag, str)]
