@@ -337,6 +337,41 @@ def test_signing_refuses_an_already_signed_document(signed_envelope, es_signer):
         sign_xml(signed_envelope, es_signer)
 
 
+def test_each_signature_is_its_own_and_the_signer_template_is_left_as_it_was(
+    envelope, es_signer, engine
+):
+    """Signatures are copies of one template per signer: no value leaks from one into the next."""
+    first = sign_xml(envelope, es_signer)
+    second = sign_xml(envelope, es_signer)
+    for data in (first, second):
+        assert verify_envelope(data, engine).verdict.indication is Indication.TOTAL_PASSED
+        sig_id = tree(data).find("ds:Signature", NS).get("Id")
+        # Signature, its two references, value, target, signed properties, data object format.
+        assert data.count(sig_id.encode()) == 7
+        assert data.count(b"<ds:Signature ") == 1 and data.count(b"<xades:SignedProperties ") == 1
+    assert tree(first).find("ds:Signature", NS).get("Id") != tree(second).find(
+        "ds:Signature", NS
+    ).get("Id")
+
+
+@pytest.mark.parametrize(
+    "declares",
+    [f'xmlns="{DS}"', f'xmlns:ds="{DS}"', f'xmlns:other="{DS}"', f'xmlns="{XADES}"',
+     'xmlns:ds="urn:not-xmldsig"', 'xmlns:xades="urn:not-xades"'],
+)  # fmt: skip
+def test_the_signature_declares_its_prefixes_whatever_the_document_declares(
+    declares, es_signer, engine
+):
+    data = sign_xml(f"<Document {declares}><Part>x</Part></Document>".encode(), es_signer)
+    signature = tree(data).find("ds:Signature", NS)
+    assert signature.prefix == "ds" and signature.nsmap["ds"] == DS
+    qualifying = signature.find("ds:Object/xades:QualifyingProperties", NS)
+    assert qualifying.prefix == "xades" and qualifying.nsmap["xades"] == XADES
+    assert all(e.prefix in ("ds", "xades") for e in signature.iter())
+    report = verify_xml(data, engine).report
+    assert report.verdict.indication is Indication.TOTAL_PASSED, report.verdict.reason
+
+
 def test_xmlsec1_verifies_what_rogatory_signs(signed_envelope, pki: DevPKI, tmp_path: Path):
     import shutil
     import subprocess
