@@ -9,6 +9,7 @@ covers, never the tree as received; the element and time helpers write one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class DocumentKind:
 
     def q(self, path: str) -> str:
         """``a/b`` as the qualified path ``{ns}a/{ns}b``."""
-        return "/".join(f"{{{self.namespace}}}{step}" for step in path.split("/"))
+        return _qualified(self.namespace, path)
 
     def element(self, parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
         element = etree.SubElement(parent, self.q(tag), attrs)
@@ -121,6 +122,11 @@ class DocumentKind:
 
 
 _SUBJECT = re.compile(r"^Element '[^']*': ")
+
+
+@functools.cache  # a few dozen paths, written for every evidence and notice
+def _qualified(namespace: str, path: str) -> str:
+    return "/".join(f"{{{namespace}}}{step}" for step in path.split("/"))
 
 
 def _listing(what: str, problems: Sequence[str]) -> str:
