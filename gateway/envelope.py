@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from lxml import etree
 
-from gateway.profile import Problem, check_profile, element_path, parse_time, q
+from gateway.profile import Problem, check_profile, element_path, find, find_text, parse_time, q
 from gateway.xsd import schema_for
 from schemas import ENVELOPE_NS, schema_path
 from signing.errors import InputError
@@ -254,15 +254,15 @@ def _missing(parent: Any, path: str) -> EnvelopeError:
 
 
 def _child(parent: Any, path: str) -> Any:
-    element = parent.find(q(path))
+    element = find(parent, path)
     if element is None:
         raise _missing(parent, path)
     return element
 
 
 def _optional(parent: Any, path: str) -> str | None:
-    value = parent.findtext(q(path))
-    return None if value is None else str(value).strip()
+    value = find_text(parent, path)
+    return None if value is None else value.strip()
 
 
 def _required(parent: Any, path: str) -> str:

@@ -26,7 +26,6 @@ from gateway.signed_document import (
     DocumentKind,
     SignedDocumentError,
     read_signed,
-    sign_document,
     xml_time,
 )
 from schemas import EVIDENCE_NS, evidence_schema_path
@@ -246,7 +245,7 @@ def sign_evidence(
     evidence: Evidence, signer: Signer, *, timestamper: TimeStamper | None = None
 ) -> bytes:
     """The evidence document with the gateway's XAdES signature: B-B, or B-T with a TSA."""
-    return sign_document(evidence_xml(evidence), signer, timestamper=timestamper)
+    return _KIND.signed(_tree(evidence), signer, timestamper=timestamper)
 
 
 # ---- reading ----------------------------------------------------------------

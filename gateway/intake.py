@@ -84,7 +84,7 @@ from signing.errors import XMLInputError
 from signing.keys import Signer
 from signing.timestamp import TimeStamper
 from signing.trust import TrustEngine
-from signing.xmlparse import parse_xml
+from signing.xmlparse import ParsedXml, parse_document
 
 log = logging.getLogger("rogatory.intake")
 
@@ -276,24 +276,25 @@ class IntakeService:
         submission.envelope_bytes = data  # the original bytes, kept whatever the verdict
         submission.envelope_sha256 = self._keep(submission, data)
         try:
-            unsigned = parse_xml(data)
+            received = parse_document(data)  # the one parse; the verifier reads this tree
         except XMLInputError as exc:
             raise Refused.one(400, "malformed-xml", "Malformed XML", str(exc)) from None
+        # Unsigned until verified: only to answer a replay as it was answered the first time.
         # The whole text of the element: a comment inside it does not hide the id.
-        element = unsigned.find(_MESSAGE_ID)
+        element = received.root.find(_MESSAGE_ID)
         message_id = "".join(map(str, element.itertext())).strip() if element is not None else ""
         submission.message_id = message_id if _UUID.match(message_id) else None
         if submission.message_id is not None:
             first = self.store.first_answer(submission.authority.id, submission.message_id)
             if first is not None:
                 return self._replay(submission, first)
-        self._verify(submission, data)
+        self._verify(submission, received)
         return None
 
-    def _verify(self, submission: Submission, data: bytes) -> None:
+    def _verify(self, submission: Submission, received: ParsedXml) -> None:
         # Validation at "now" (at=None): revocation data may be fetched, and the
         # trust engine may reuse a fresh chain result; a fixed time allows neither.
-        verified = verify_envelope_for_intake(data, self.engine, path="envelope")
+        verified = verify_envelope_for_intake(received, self.engine, path="envelope")
         report = verified.report
         submission.verdict = report.verdict.to_json() | {
             "signer": report.signatures[0].signer if report.signatures else None

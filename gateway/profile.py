@@ -39,6 +39,23 @@ def q(path: str) -> str:
     return "/".join(f"{{{ENVELOPE_NS}}}{step}" for step in path.split("/"))
 
 
+@cache
+def _compiled(path: str) -> etree.ETXPath:
+    return etree.ETXPath(q(path))  # evaluators lock around each call: shared by threads
+
+
+def find(parent: Any, path: str) -> Any | None:
+    """``parent.find(q(path))``, with the path compiled once (find() parses it on every call)."""
+    found: Any = _compiled(path)(parent)
+    return found[0] if found else None
+
+
+def find_text(parent: Any, path: str) -> str | None:
+    """``parent.findtext(q(path))``: the first match's text ("" if it has none), or None."""
+    element = find(parent, path)
+    return None if element is None else str(element.text or "")
+
+
 def element_path(element: Any) -> str:
     """Readable path of ``element``: local names, ``[n]`` only where a name repeats."""
     steps: list[str] = []
@@ -64,8 +81,8 @@ def _display_name(element: Any) -> str:
 
 
 def _text(root: Any, path: str) -> str | None:
-    value = root.findtext(q(path))
-    return None if value is None else str(value).strip()
+    value = find_text(root, path)
+    return None if value is None else value.strip()
 
 
 def _request_body(root: Any, *request_types: str) -> Any | None:
@@ -74,8 +91,8 @@ def _request_body(root: Any, *request_types: str) -> Any | None:
         return None
     if request_types and _text(root, "Header/RequestType") not in request_types:
         return None
-    body = root.find(q("Body"))
-    return body if body is not None and body.find(q("RequestingAuthority")) is not None else None
+    body = find(root, "Body")
+    return body if body is not None and find(body, "RequestingAuthority") is not None else None
 
 
 def _measures(body: Any, *types: str) -> list[Any]:

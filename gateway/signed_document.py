@@ -9,6 +9,7 @@ covers, never the tree as received; the element and time helpers write one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from signing.keys import Signer
 from signing.timestamp import TimeStamper
 from signing.trust import TrustEngine
 from signing.verdict import SubIndication, Verdict
-from signing.xades_sign import Level, sign_xml
+from signing.xades_sign import Level, sign_tree, sign_xml
 from signing.xml_document import ENVELOPE_POLICY, VerifiedXml, verify_xml
 from signing.xmlparse import parse_xml
 
@@ -66,7 +67,7 @@ class DocumentKind:
 
     def q(self, path: str) -> str:
         """``a/b`` as the qualified path ``{ns}a/{ns}b``."""
-        return "/".join(f"{{{self.namespace}}}{step}" for step in path.split("/"))
+        return _qualified(self.namespace, path)
 
     def element(self, parent: Any, tag: str, text: str | None = None, **attrs: str) -> Any:
         element = etree.SubElement(parent, self.q(tag), attrs)
@@ -93,10 +94,19 @@ class DocumentKind:
 
     def serialized(self, root: Any) -> bytes:
         """The unsigned document (UTF-8); the kind's error unless it is valid against its XSD."""
+        self._require_valid(root)
+        return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+    def signed(self, root: Any, signer: Signer, *, timestamper: TimeStamper | None) -> bytes:
+        """The document built at ``root``, signed as ``sign_document`` signs: no round trip
+        through text; the kind's error unless it is valid against its XSD."""
+        self._require_valid(root)
+        return sign_tree(root, signer, level=_level(timestamper), timestamper=timestamper)
+
+    def _require_valid(self, root: Any) -> None:
         problems = self.problems(root)
         if problems:
             raise self.error(_listing(f"the {self.name} is not valid", problems))
-        return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
 
     def _problem(self, root: Any, entry: Any) -> str:
         # "Element 'Country': [facet 'pattern'] ..." -> the path says which element.
@@ -114,6 +124,11 @@ class DocumentKind:
 _SUBJECT = re.compile(r"^Element '[^']*': ")
 
 
+@functools.cache  # a few dozen paths, written for every evidence and notice
+def _qualified(namespace: str, path: str) -> str:
+    return "/".join(f"{{{namespace}}}{step}" for step in path.split("/"))
+
+
 def _listing(what: str, problems: Sequence[str]) -> str:
     count = len(problems)
     return f"{what} ({count} problem{'s' * (count != 1)}): " + "; ".join(problems)
@@ -127,8 +142,11 @@ def xml_time(value: datetime) -> str:
 
 def sign_document(xml: bytes, signer: Signer, *, timestamper: TimeStamper | None) -> bytes:
     """The document with the gateway's XAdES signature: B-B, or B-T with a TSA."""
-    level = Level.B_B if timestamper is None else Level.B_T
-    return sign_xml(xml, signer, level=level, timestamper=timestamper)
+    return sign_xml(xml, signer, level=_level(timestamper), timestamper=timestamper)
+
+
+def _level(timestamper: TimeStamper | None) -> Level:
+    return Level.B_B if timestamper is None else Level.B_T
 
 
 def read_signed(

@@ -20,7 +20,7 @@ from signing.errors import XMLInputError
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy, load_anchors
 from signing.verdict import DocumentReport, SubIndication, Verdict
 from signing.xml_document import ENVELOPE_POLICY, GENERAL_POLICY, verify_xml
-from signing.xmlparse import parse_xml
+from signing.xmlparse import ParsedXml, parse_xml
 
 if TYPE_CHECKING:
     from .envelope import Envelope, Problem
@@ -114,14 +114,21 @@ class VerifiedEnvelope:
 
 
 def verify_envelope_for_intake(
-    data: bytes, engine: TrustEngine | None, *, path: str = "-", at: datetime | None = None
+    data: bytes | ParsedXml,
+    engine: TrustEngine | None,
+    *,
+    path: str = "-",
+    at: datetime | None = None,
 ) -> VerifiedEnvelope:
-    """Like ``verify_envelope``, plus the signed root, the Envelope and the signer's certificate."""
+    """Like ``verify_envelope``, plus the signed root, the Envelope and the signer's certificate.
+
+    ``data`` may be the intake's one parse of the bytes received (``parse_document``).
+    """
     return _verify_envelope(data, engine, path, at)
 
 
 def _verify_envelope(
-    data: bytes, engine: TrustEngine | None, path: str, at: datetime | None
+    data: bytes | ParsedXml, engine: TrustEngine | None, path: str, at: datetime | None
 ) -> VerifiedEnvelope:
     from .envelope import Envelope, EnvelopeError, validate_envelope
 

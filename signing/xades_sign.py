@@ -8,14 +8,15 @@ the signing certificate (V2, SHA-256) and the data object format.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
 from asn1crypto import tsp
 from asn1crypto import x509 as asn1_x509
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
@@ -29,6 +30,7 @@ from .xmldsig import (
     SIGNED_PROPERTIES_TYPE,
     XADES,
     Digest,
+    SignatureMethod,
     canonicalize,
     digest,
     method_for,
@@ -55,13 +57,104 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-@functools.lru_cache(maxsize=64)  # a gateway signs with one certificate, many times
-def _issuer_serial_v2(cert: x509.Certificate) -> str:
+@dataclass(frozen=True)
+class _Template:
+    """One signer's signature with the values of each signature left empty.
+
+    Each signature copies it (a C-level deep copy instead of some thirty
+    SubElement calls) and fills in ``slots``, the elements that differ, found
+    by their position in document order. The copies are the children of
+    ds:Signature and of xades:QualifyingProperties, which ``sign_tree``
+    creates itself so that their prefixes are declared as before, whatever
+    the document declares.
+    """
+
+    signature: etree._Element  # ds:Signature of its own; never changed, only copied
+    qualifying: etree._Element  # xades:QualifyingProperties of its own, likewise
+    slots: dict[str, int]  # position in signature.iter() then qualifying.iter()
+    method: SignatureMethod
+
+    def copy(self) -> tuple[list[etree._Element], list[etree._Element], dict[str, etree._Element]]:
+        """The children of ds:Signature and of QualifyingProperties, and the slots among them."""
+        signature = copy.deepcopy(self.signature)
+        qualifying = copy.deepcopy(self.qualifying)
+        elements = [*signature.iter(), *qualifying.iter()]
+        slot = {name: elements[at] for name, at in self.slots.items()}
+        return list(signature), list(qualifying), slot
+
+
+@functools.lru_cache(maxsize=64)  # a gateway signs with one key and certificate, many times
+def _template(signer: Signer) -> _Template:
+    """The B-B signature of ``signer``: algorithms, KeyInfo and SigningCertificateV2 in place.
+
+    Attributes that vary are created empty here, so that each keeps its place
+    in the serialized signature when it is set.
+    """
+    ders = [c.public_bytes(Encoding.DER) for c in (signer.cert, *signer.chain)]
+    sig_method = method_for(signer.key)
+    c14n = C14N.EXC.value
+    signature = etree.Element(f"{{{DS}}}Signature", nsmap={"ds": DS})
+    signed_info = _el(signature, DS, "SignedInfo")
+    _el(signed_info, DS, "CanonicalizationMethod", Algorithm=c14n)
+    _el(signed_info, DS, "SignatureMethod", Algorithm=sig_method.value)
+    doc_ref = _el(signed_info, DS, "Reference", Id="", URI="")
+    transforms = _el(doc_ref, DS, "Transforms")
+    _el(transforms, DS, "Transform", Algorithm=ENVELOPED)
+    _el(transforms, DS, "Transform", Algorithm=c14n)
+    _el(doc_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    doc_digest = _el(doc_ref, DS, "DigestValue")
+    props_ref = _el(signed_info, DS, "Reference", Type=SIGNED_PROPERTIES_TYPE, URI="")
+    _el(_el(props_ref, DS, "Transforms"), DS, "Transform", Algorithm=c14n)
+    _el(props_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    props_digest = _el(props_ref, DS, "DigestValue")
+    value = _el(signature, DS, "SignatureValue", Id="")
+    x509_data = _el(_el(signature, DS, "KeyInfo"), DS, "X509Data")
+    for der in ders:
+        _el(x509_data, DS, "X509Certificate", _b64(der))
+    obj = _el(signature, DS, "Object")
+
+    qualifying = etree.Element(f"{{{XADES}}}QualifyingProperties", nsmap={"xades": XADES})
+    signed_props = _el(qualifying, XADES, "SignedProperties", Id="")
+    sig_props = _el(signed_props, XADES, "SignedSignatureProperties")
+    signing_time = _el(sig_props, XADES, "SigningTime")
+    cert_el = _el(_el(sig_props, XADES, "SigningCertificateV2"), XADES, "Cert")
+    cert_digest = _el(cert_el, XADES, "CertDigest")
+    _el(cert_digest, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
+    _el(cert_digest, DS, "DigestValue", _b64(digest(ders[0], Digest.SHA256)))
+    _el(cert_el, XADES, "IssuerSerialV2", _issuer_serial_v2(ders[0]))
+    data_props = _el(signed_props, XADES, "SignedDataObjectProperties")
+    data_format = _el(data_props, XADES, "DataObjectFormat", ObjectReference="")
+    _el(data_format, XADES, "MimeType", "text/xml")
+
+    slots = {
+        "signed_info": signed_info,
+        "doc_ref": doc_ref,
+        "doc_digest": doc_digest,
+        "props_ref": props_ref,
+        "props_digest": props_digest,
+        "value": value,
+        "object": obj,
+        "signed_props": signed_props,
+        "signing_time": signing_time,
+        "data_format": data_format,
+    }
+    order = {element: at for at, element in enumerate([*signature.iter(), *qualifying.iter()])}
+    return _Template(
+        signature, qualifying, {name: order[e] for name, e in slots.items()}, sig_method
+    )
+
+
+def _issuer_serial_v2(der: bytes) -> str:
     """RFC 5035 IssuerSerial (GeneralNames + serial), as XAdES V2 carries it."""
-    asn1 = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    asn1 = asn1_x509.Certificate.load(der)
     general_names = asn1_x509.GeneralNames([asn1_x509.GeneralName("directory_name", asn1.issuer)])
     issuer_serial = tsp.IssuerSerial({"issuer": general_names, "serial_number": asn1.serial_number})
     return _b64(issuer_serial.dump())
+
+
+def _check_level(level: Level, timestamper: TimeStamper | None) -> None:
+    if level is Level.B_T and timestamper is None:
+        raise SigningError("level B-T needs a time-stamping authority (--tsa URL)")
 
 
 def sign_xml(
@@ -73,64 +166,59 @@ def sign_xml(
     signing_time: datetime | None = None,
 ) -> bytes:
     """Return ``data`` with an enveloped XAdES signature over the whole document."""
-    if level is Level.B_T and timestamper is None:
-        raise SigningError("level B-T needs a time-stamping authority (--tsa URL)")
+    _check_level(level, timestamper)
     try:
         root = parse_xml(data)
     except XMLInputError as exc:
         raise SigningError(f"cannot sign: {exc}") from None
+    return sign_tree(root, signer, level=level, timestamper=timestamper, signing_time=signing_time)
+
+
+def sign_tree(
+    root: etree._Element,
+    signer: Signer,
+    *,
+    level: Level = Level.B_B,
+    timestamper: TimeStamper | None = None,
+    signing_time: datetime | None = None,
+) -> bytes:
+    """Sign the document whose root is ``root`` (changing the tree) and return its bytes.
+
+    For a document Rogatory builds itself: it is signed as it stands, with no
+    round trip through text; ``sign_xml`` is the same for bytes.
+    """
+    _check_level(level, timestamper)
+    if root.getparent() is not None:
+        raise SigningError("cannot sign: the element is not the root of its document")
     if root.find(f".//{{{DS}}}Signature") is not None:
         raise SigningError("the document is already signed; Rogatory signs a document once")
+    template = _template(signer)
     method = C14N.EXC
     doc_digest = digest(canonicalize_document(root, method), Digest.SHA256)
 
     sig_id = "sig-" + secrets.token_hex(8)
+    signature_parts, properties, slot = template.copy()
     signature = etree.SubElement(root, f"{{{DS}}}Signature", {"Id": sig_id}, nsmap={"ds": DS})
-    signed_info = _el(signature, DS, "SignedInfo")
-    _el(signed_info, DS, "CanonicalizationMethod", Algorithm=method.value)
-    sig_method = method_for(signer.key)
-    _el(signed_info, DS, "SignatureMethod", Algorithm=sig_method.value)
-    doc_ref = _el(signed_info, DS, "Reference", Id=f"{sig_id}-ref-doc", URI="")
-    transforms = _el(doc_ref, DS, "Transforms")
-    _el(transforms, DS, "Transform", Algorithm=ENVELOPED)
-    _el(transforms, DS, "Transform", Algorithm=method.value)
-    _el(doc_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
-    _el(doc_ref, DS, "DigestValue", _b64(doc_digest))
-    props_ref = _el(
-        signed_info, DS, "Reference", Type=SIGNED_PROPERTIES_TYPE, URI=f"#{sig_id}-signedprops"
-    )
-    _el(_el(props_ref, DS, "Transforms"), DS, "Transform", Algorithm=method.value)
-    _el(props_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
-    props_digest_el = _el(props_ref, DS, "DigestValue")
-    value_el = _el(signature, DS, "SignatureValue", Id=f"{sig_id}-value")
-    x509_data = _el(_el(signature, DS, "KeyInfo"), DS, "X509Data")
-    for cert in (signer.cert, *signer.chain):
-        _el(x509_data, DS, "X509Certificate", _b64(cert.public_bytes(Encoding.DER)))
-
-    obj = _el(signature, DS, "Object")
+    signature.extend(signature_parts)
     qualifying = etree.SubElement(
-        obj, f"{{{XADES}}}QualifyingProperties", {"Target": f"#{sig_id}"}, nsmap={"xades": XADES}
-    )
-    signed_props = _el(qualifying, XADES, "SignedProperties", Id=f"{sig_id}-signedprops")
-    sig_props = _el(signed_props, XADES, "SignedSignatureProperties")
+        slot["object"], f"{{{XADES}}}QualifyingProperties", {"Target": f"#{sig_id}"},
+        nsmap={"xades": XADES},
+    )  # fmt: skip
+    qualifying.extend(properties)
+    slot["doc_ref"].set("Id", f"{sig_id}-ref-doc")
+    slot["doc_digest"].text = _b64(doc_digest)
+    slot["props_ref"].set("URI", f"#{sig_id}-signedprops")
+    value_el = slot["value"]
+    value_el.set("Id", f"{sig_id}-value")
+    signed_props = slot["signed_props"]
+    signed_props.set("Id", f"{sig_id}-signedprops")
     when = (signing_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    _el(sig_props, XADES, "SigningTime", when.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    cert_el = _el(_el(sig_props, XADES, "SigningCertificateV2"), XADES, "Cert")
-    cert_digest = _el(cert_el, XADES, "CertDigest")
-    _el(cert_digest, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
-    _el(
-        cert_digest,
-        DS,
-        "DigestValue",
-        _b64(digest(signer.cert.public_bytes(Encoding.DER), Digest.SHA256)),
-    )
-    _el(cert_el, XADES, "IssuerSerialV2", _issuer_serial_v2(signer.cert))
-    data_props = _el(signed_props, XADES, "SignedDataObjectProperties")
-    fmt = _el(data_props, XADES, "DataObjectFormat", ObjectReference=f"#{sig_id}-ref-doc")
-    _el(fmt, XADES, "MimeType", "text/xml")
+    slot["signing_time"].text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    slot["data_format"].set("ObjectReference", f"#{sig_id}-ref-doc")
 
-    props_digest_el.text = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
-    value_el.text = _b64(sign_raw(signer.key, sig_method, canonicalize(signed_info, method)))
+    slot["props_digest"].text = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
+    signed_info = canonicalize(slot["signed_info"], method)
+    value_el.text = _b64(sign_raw(signer.key, template.method, signed_info))
 
     if level is Level.B_T:
         assert timestamper is not None

@@ -8,30 +8,35 @@ canonical octets of each reference, never as the tree as received.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupported
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from lxml import etree
 
 from .errors import XMLInputError
 from .references import Dereferenced, ReferenceError_, apply_transforms, dereference
 from .trust import KeyPurpose, TrustEngine, describe
 from .verdict import SignatureReport, SubIndication, Verdict, worst
+from .xades_parts import (
+    FormatProblem,
+    b64,
+    certificates,
+    claimed_signing_time,
+    countersigned_value,
+    key_values,
+    one,
+    public_key,
+    signed_properties,
+    signing_cert_from_property,
+)
 from .xades_timestamp import check_signature_timestamps
 from .xmldsig import (
     C14N,
     DS,
-    DS11,
     ENVELOPED,
     SIGNED_PROPERTIES_TYPE,
-    XADES,
     Digest,
     SignatureMethod,
     UnsupportedAlgorithm,
@@ -43,21 +48,11 @@ from .xmldsig import (
 )
 from .xmlparse import parse_xml
 
-_Q = {"ds": DS, "xades": XADES, "dsig11": DS11}
-_EC_CURVES: dict[str, ec.EllipticCurve] = {
-    "urn:oid:1.2.840.10045.3.1.7": ec.SECP256R1(),
-    "urn:oid:1.3.132.0.34": ec.SECP384R1(),
-    "urn:oid:1.3.132.0.35": ec.SECP521R1(),
-}
 COUNTERSIGNED_TYPE = "http://uri.etsi.org/01903#CountersignedSignature"
 
 
 # Each reference may canonicalize the whole document: bound the work per signature.
 MAX_REFERENCES = 32
-
-
-class FormatProblem(Exception):
-    """The signature is not well formed enough to be checked."""
 
 
 @dataclass(frozen=True)
@@ -79,118 +74,6 @@ class Checked:
     report: SignatureReport
     references: list[SignedReference] = field(default_factory=list)
     signing_cert: x509.Certificate | None = None
-
-
-def _one(parent: etree._Element, path: str, what: str) -> etree._Element:
-    found = parent.findall(path, _Q)
-    if len(found) != 1:
-        raise FormatProblem(f"expected exactly one {what}, found {len(found)}")
-    return found[0]
-
-
-def _b64(text: str | None, what: str) -> bytes:
-    try:
-        return base64.b64decode("".join((text or "").split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise FormatProblem(f"{what} is not valid base64") from None
-
-
-def _certificates(signature: etree._Element) -> list[x509.Certificate]:
-    certs = []
-    for node in signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _Q):
-        try:
-            certs.append(x509.load_der_x509_certificate(_b64(node.text, "an X509Certificate")))
-        except ValueError:
-            raise FormatProblem("an X509Certificate in KeyInfo cannot be parsed") from None
-    return certs
-
-
-def _int(parent: etree._Element, name: str) -> int:
-    return int.from_bytes(_b64(_one(parent, f"ds:{name}", name).text, name))
-
-
-def _key_values(signature: etree._Element) -> list[object]:
-    """Bare public keys in KeyInfo (KeyValue, DEREncodedKeyValue); RetrievalMethod is not followed.
-
-    A bare key lets the signature value be checked, never the signer identified.
-    """
-    keys: list[object] = []
-    try:
-        for node in signature.findall("ds:KeyInfo/ds:KeyValue/ds:RSAKeyValue", _Q):
-            keys.append(
-                rsa.RSAPublicNumbers(_int(node, "Exponent"), _int(node, "Modulus")).public_key()
-            )
-        for node in signature.findall("ds:KeyInfo/ds:KeyValue/ds:DSAKeyValue", _Q):
-            params = dsa.DSAParameterNumbers(_int(node, "P"), _int(node, "Q"), _int(node, "G"))
-            keys.append(dsa.DSAPublicNumbers(_int(node, "Y"), params).public_key())
-        for node in signature.findall("ds:KeyInfo/ds:KeyValue/dsig11:ECKeyValue", _Q):
-            named = node.find("dsig11:NamedCurve", _Q)
-            uri = named.get("URI") if named is not None else None
-            if uri is None or uri not in _EC_CURVES:
-                raise UnsupportedAlgorithm(f"unsupported ECKeyValue curve {uri!r}")
-            point = _b64(node.findtext("dsig11:PublicKey", None, _Q), "ECKeyValue PublicKey")
-            keys.append(ec.EllipticCurvePublicKey.from_encoded_point(_EC_CURVES[uri], point))
-        for node in signature.findall("ds:KeyInfo/dsig11:DEREncodedKeyValue", _Q):
-            keys.append(load_der_public_key(_b64(node.text, "DEREncodedKeyValue")))
-    except ValueError as exc:
-        raise FormatProblem(f"a public key in KeyInfo cannot be read: {exc}") from None
-    return keys
-
-
-def _signed_properties(signature: etree._Element) -> etree._Element | None:
-    found = signature.findall("ds:Object/xades:QualifyingProperties/xades:SignedProperties", _Q)
-    if len(found) > 1:
-        raise FormatProblem("more than one SignedProperties in the signature")
-    return found[0] if found else None
-
-
-def _signing_cert_from_property(
-    props: etree._Element, certs: list[x509.Certificate]
-) -> tuple[x509.Certificate | None, Verdict | None, bool]:
-    """The certificate the signed property names, a verdict if it fails, and weak-digest flag."""
-    cert_refs = props.findall(
-        "xades:SignedSignatureProperties/xades:SigningCertificateV2/xades:Cert", _Q
-    ) + props.findall("xades:SignedSignatureProperties/xades:SigningCertificate/xades:Cert", _Q)
-    if not cert_refs:
-        return (
-            None,
-            Verdict.indeterminate(
-                SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
-                "the signed properties do not identify the signing certificate",
-            ),
-            False,
-        )
-    ref = cert_refs[0]
-    method = algorithm(
-        Digest,
-        ref.find("xades:CertDigest/ds:DigestMethod", _Q).get("Algorithm")  # type: ignore[union-attr]
-        if ref.find("xades:CertDigest/ds:DigestMethod", _Q) is not None
-        else None,
-        "certificate digest",
-    )
-    expected = _b64(ref.findtext("xades:CertDigest/ds:DigestValue", None, _Q), "CertDigest")
-    for cert in certs:
-        if digest(cert.public_bytes(Encoding.DER), method) == expected:
-            return cert, None, method.weak
-    return (
-        None,
-        Verdict.indeterminate(
-            SubIndication.NO_SIGNING_CERTIFICATE_FOUND,
-            "no certificate in KeyInfo matches the signed SigningCertificate digest",
-        ),
-        method.weak,
-    )
-
-
-def _countersigned_value(signature: etree._Element) -> etree._Element | None:
-    """The SignatureValue a counter-signature must sign, or None for a top-level signature."""
-    parent = signature.getparent()
-    if parent is None or parent.tag != f"{{{XADES}}}CounterSignature":
-        return None
-    enclosing = next(parent.iterancestors(f"{{{DS}}}Signature"), None)
-    if enclosing is None:
-        raise FormatProblem("a CounterSignature that is not inside any signature")
-    return _one(enclosing, "ds:SignatureValue", "SignatureValue in the countersigned signature")
 
 
 def verify_signature(
@@ -222,27 +105,27 @@ def _verify(
 ) -> Checked:
     verdicts: list[Verdict] = []
     warnings: list[str] = []
-    signed_info = _one(signature, "ds:SignedInfo", "SignedInfo")
+    signed_info = one(signature, "ds:SignedInfo", "SignedInfo")
     c14n = algorithm(
         C14N,
-        _one(signed_info, "ds:CanonicalizationMethod", "CanonicalizationMethod").get("Algorithm"),
+        one(signed_info, "ds:CanonicalizationMethod", "CanonicalizationMethod").get("Algorithm"),
         "canonicalization",
     )
     sig_method = algorithm(
         SignatureMethod,
-        _one(signed_info, "ds:SignatureMethod", "SignatureMethod").get("Algorithm"),
+        one(signed_info, "ds:SignatureMethod", "SignatureMethod").get("Algorithm"),
         "signature",
     )
-    value_el = _one(signature, "ds:SignatureValue", "SignatureValue")
-    value = _b64(value_el.text, "SignatureValue")
+    value_el = one(signature, "ds:SignatureValue", "SignatureValue")
+    value = b64(value_el.text, "SignatureValue")
     # Canonicalize SignedInfo before any reference processing touches the tree.
     signed_info_octets = canonicalize(signed_info, c14n)
 
     references: list[SignedReference] = []
-    countersigned = _countersigned_value(signature)
+    countersigned = countersigned_value(signature)
     countersigns = False
     weak = sig_method.weak
-    ref_elements = signed_info.findall("ds:Reference", _Q)
+    ref_elements = list(signed_info.iterchildren(f"{{{DS}}}Reference"))
     if not ref_elements:
         raise FormatProblem("SignedInfo has no Reference")
     if len(ref_elements) > MAX_REFERENCES:
@@ -252,10 +135,10 @@ def _verify(
     for ref in ref_elements:
         uri = ref.get("URI")
         method = algorithm(
-            Digest, _one(ref, "ds:DigestMethod", "DigestMethod").get("Algorithm"), "digest"
+            Digest, one(ref, "ds:DigestMethod", "DigestMethod").get("Algorithm"), "digest"
         )
         weak = weak or method.weak
-        expected = _b64(_one(ref, "ds:DigestValue", "DigestValue").text, "DigestValue")
+        expected = b64(one(ref, "ds:DigestValue", "DigestValue").text, "DigestValue")
         try:
             target = dereference(root, uri)
             octets, transforms = apply_transforms(ref, signature, target)
@@ -285,8 +168,8 @@ def _verify(
             )
         )
 
-    certs = _certificates(signature)
-    props = _signed_properties(signature)
+    certs = certificates(signature)
+    props = signed_properties(signature)
     signing_cert: x509.Certificate | None = None
     signed_props: etree._Element | None = None
     uncovered_props: Verdict | None = None
@@ -299,7 +182,7 @@ def _verify(
             )
         # Read the properties from what was digested, never from the tree as received.
         signed_props = _signed_octets_as_tree(references, props_id)
-        signing_cert, problem, weak_cert_digest = _signing_cert_from_property(
+        signing_cert, problem, weak_cert_digest = signing_cert_from_property(
             signed_props if signed_props is not None else props, certs
         )
         if problem is not None:
@@ -315,7 +198,7 @@ def _verify(
     verified_with: x509.Certificate | None = None
     for cert in candidates:
         try:
-            verify_raw(_public_key(cert), sig_method, value, signed_info_octets)
+            verify_raw(public_key(cert), sig_method, value, signed_info_octets)
             verified_with = cert
             break
         except InvalidSignature:
@@ -329,7 +212,7 @@ def _verify(
         )
     elif not candidates and props is None:
         verdicts.append(
-            _bare_key_verdict(_key_values(signature), sig_method, value, signed_info_octets)
+            _bare_key_verdict(key_values(signature), sig_method, value, signed_info_octets)
         )
 
     # After the signature value: when SignedInfo itself was altered, that is the first finding.
@@ -352,7 +235,7 @@ def _verify(
                 )
             )
 
-    signing_time, source = _claimed_signing_time(signed_props)
+    signing_time, source = claimed_signing_time(signed_props)
     level = None
     if props is not None:
         level = "XAdES-B-B"
@@ -462,31 +345,11 @@ def _coverage(references: list[SignedReference]) -> str:
     return "part of the document: " + ", ".join(uris) if uris else "no document content"
 
 
-def _claimed_signing_time(props: etree._Element | None) -> tuple[datetime | None, str | None]:
-    if props is None:
-        return None, None
-    text = props.findtext("xades:SignedSignatureProperties/xades:SigningTime", None, _Q)
-    if not text:
-        return None, None
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise FormatProblem(f"SigningTime {text!r} is not a date and time") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)), "claimed"
-
-
 def _signer_name(cert: x509.Certificate | None, chain_names: tuple[str, ...]) -> str | None:
     """The signer's subject; the validated chain ends with it, already rendered."""
     if cert is None:
         return None
     return chain_names[-1] if chain_names else describe(cert)
-
-
-def _public_key(cert: x509.Certificate) -> object:
-    try:
-        return cert.public_key()
-    except (ValueError, CryptographyUnsupported) as exc:
-        raise FormatProblem(f"the certificate's public key cannot be used: {exc}") from None
 
 
 def _signed_octets_as_tree(

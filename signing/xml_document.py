@@ -20,7 +20,7 @@ from .trust import TrustEngine
 from .verdict import DocumentReport, SubIndication, Verdict
 from .xades_verify import Checked, SignedReference, verify_signature
 from .xmldsig import C14N, DS, ENVELOPED, SIGNED_PROPERTIES_TYPE, XADES, XADES141
-from .xmlparse import parse_xml
+from .xmlparse import ParsedXml, parse_xml
 
 _C14N_URIS = {m.value for m in C14N}
 
@@ -71,7 +71,8 @@ def _envelope_shape(root: etree._Element, signatures: list[etree._Element]) -> V
 _SIGNATURE_PARTS = {
     f"{{{DS}}}{name}" for name in ("SignedInfo", "SignatureValue", "KeyInfo", "Object")
 }
-_XADES_NAMESPACES = {DS, XADES, XADES141}
+# As tag prefixes: "{namespace}" starts the tag of an element in that namespace.
+_XADES_NAMESPACES = tuple(f"{{{ns}}}" for ns in (DS, XADES, XADES141))
 # Where an envelope signature may hold child elements, and which.
 _ALLOWED_CHILDREN = {
     f"{{{DS}}}Signature": _SIGNATURE_PARTS,
@@ -100,11 +101,12 @@ def _foreign_content(signature: etree._Element) -> Verdict | None:
             "its signed properties"
         )
     for element in signature.iter():
-        if not isinstance(element.tag, str):
+        tag = element.tag
+        if not isinstance(tag, str):
             continue
-        if etree.QName(element).namespace not in _XADES_NAMESPACES:
-            return refuse(f"holds an element {element.tag} outside XML-DSig and XAdES")
-        allowed = _ALLOWED_CHILDREN.get(element.tag)
+        if not tag.startswith(_XADES_NAMESPACES):
+            return refuse(f"holds an element {tag} outside XML-DSig and XAdES")
+        allowed = _ALLOWED_CHILDREN.get(tag)
         if allowed is None:
             continue
         children = [c.tag for c in element if isinstance(c.tag, str)]
@@ -138,16 +140,20 @@ def _covers_whole(references: list[SignedReference], signature: etree._Element) 
 
 
 def verify_xml(
-    data: bytes,
+    data: bytes | ParsedXml,
     engine: TrustEngine | None,
     *,
     path: str = "-",
     at: datetime | None = None,
     policy: XmlPolicy = GENERAL_POLICY,
 ) -> VerifiedXml:
-    """Verify every signature of an XML document under ``policy``."""
+    """Verify every signature of an XML document under ``policy``.
+
+    ``data`` is the bytes as received, or ``parse_document``'s reading of
+    them when the caller has parsed them already (the tree is not modified).
+    """
     try:
-        root = parse_xml(data)
+        root = data.root if isinstance(data, ParsedXml) else parse_xml(data)
     except XMLInputError as exc:
         failure = Verdict.failed(SubIndication.FORMAT_FAILURE, str(exc))
         return VerifiedXml(

@@ -7,6 +7,7 @@ Every XML byte Rogatory reads from outside goes through ``parse_xml``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
@@ -60,6 +61,25 @@ def parse_xml(
         raise XMLInputError("the document declares a DTD; DTDs and entities are not accepted")
     _check_tree(root, max_depth)
     return root
+
+
+@dataclass(frozen=True, eq=False)
+class ParsedXml:
+    """Bytes as received and the root ``parse_xml`` read from them, for readers that share a parse.
+
+    Only ``parse_document`` makes one, so the tree is always what the bytes
+    say; readers must not modify it (the verifier works on copies).
+    """
+
+    data: bytes
+    root: etree._Element
+
+
+def parse_document(
+    data: bytes, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+) -> ParsedXml:
+    """``parse_xml`` that keeps the bytes beside the tree; ``XMLInputError`` saying why."""
+    return ParsedXml(data, parse_xml(data, max_bytes=max_bytes, max_depth=max_depth))
 
 
 def _too_deep(max_depth: int) -> etree.XPath:

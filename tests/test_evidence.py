@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta, timezone
@@ -172,6 +173,29 @@ def test_a_tampered_evidence_is_refused(signed: bytes, engine: TrustEngine):
     assert tampered != signed
     with pytest.raises(EvidenceError, match=r"signature is not valid \(TOTAL-FAILED/HASH_FAILURE"):
         read_evidence(tampered, engine)
+
+
+def test_signing_the_built_tree_gives_the_bytes_of_signing_its_text(
+    gateway_signer: Signer, monkeypatch: pytest.MonkeyPatch
+):
+    """sign_evidence signs the tree it built; the document is the one the text round trip gave."""
+    import signing.xades_sign as xades_sign
+    from gateway.signed_document import sign_document
+
+    monkeypatch.setattr(xades_sign.secrets, "token_hex", lambda n: "0" * (2 * n))
+    monkeypatch.setattr(xades_sign, "datetime", _FrozenClock)
+    value = re.compile(rb"(<ds:SignatureValue [^>]*>)[^<]*(</ds:SignatureValue>)")  # ECDSA: random
+    for kind in EvidenceType:
+        evidence = evidence_of(kind, details='a <detail> & "quotes"\r\n\u00e9')
+        from_tree = sign_evidence(evidence, gateway_signer)
+        from_text = sign_document(evidence_xml(evidence), gateway_signer, timestamper=None)
+        assert value.sub(rb"\1\2", from_tree) == value.sub(rb"\1\2", from_text)
+
+
+class _FrozenClock(datetime):
+    @classmethod
+    def now(cls, tz: object = None) -> _FrozenClock:  # type: ignore[override]
+        return cls(2025, 3, 1, 9, 30, 15, tzinfo=UTC)
 
 
 def test_an_unsigned_evidence_is_refused(engine: TrustEngine):

@@ -19,6 +19,7 @@ from signing.verdict import Indication, SubIndication
 from signing.xades_sign import sign_xml
 from signing.xml_document import ENVELOPE_POLICY, verify_xml
 from signing.xmldsig import C14N, DS, XADES, Digest, canonicalize, digest, method_for, sign_raw
+from signing.xmlparse import parse_document
 from tests.conftest import signer_for
 
 NS = {"ds": DS, "xades": XADES, "e": "urn:rogatory:envelope:1"}
@@ -66,6 +67,23 @@ def test_verifier_hands_back_only_the_signed_document(signed_envelope, engine):
     clean = verify_xml(signed_envelope, engine, policy=ENVELOPE_POLICY)
     assert clean.signed_document is not None
     assert b"Signature" not in clean.signed_document and b"ES-MJ" in clean.signed_document
+
+
+def test_a_shared_parse_gets_the_verdict_of_the_bytes_and_is_left_as_it_was(
+    signed_envelope, engine
+):
+    """The intake parses once and hands the tree over: same verdict, same signed octets."""
+    tampered = signed_envelope.replace(b"<Language>es</Language>", b"<Language>en</Language>")
+    for data in (signed_envelope, tampered):
+        received = parse_document(data)
+        before = dump(received.root)
+        shared = verify_xml(received, engine, policy=ENVELOPE_POLICY)
+        alone = verify_xml(data, engine, policy=ENVELOPE_POLICY)
+        assert shared.report.verdict == alone.report.verdict
+        assert shared.signed_document == alone.signed_document
+        assert dump(received.root) == before
+    tampered_verdict = verify_xml(parse_document(tampered), engine, policy=ENVELOPE_POLICY)
+    assert tampered_verdict.report.verdict.indication is Indication.TOTAL_FAILED
 
 
 @pytest.mark.parametrize(
@@ -317,6 +335,41 @@ def test_signing_refuses_an_already_signed_document(signed_envelope, es_signer):
 
     with pytest.raises(SigningError, match="already signed"):
         sign_xml(signed_envelope, es_signer)
+
+
+def test_each_signature_is_its_own_and_the_signer_template_is_left_as_it_was(
+    envelope, es_signer, engine
+):
+    """Signatures are copies of one template per signer: no value leaks from one into the next."""
+    first = sign_xml(envelope, es_signer)
+    second = sign_xml(envelope, es_signer)
+    for data in (first, second):
+        assert verify_envelope(data, engine).verdict.indication is Indication.TOTAL_PASSED
+        sig_id = tree(data).find("ds:Signature", NS).get("Id")
+        # Signature, its two references, value, target, signed properties, data object format.
+        assert data.count(sig_id.encode()) == 7
+        assert data.count(b"<ds:Signature ") == 1 and data.count(b"<xades:SignedProperties ") == 1
+    assert tree(first).find("ds:Signature", NS).get("Id") != tree(second).find(
+        "ds:Signature", NS
+    ).get("Id")
+
+
+@pytest.mark.parametrize(
+    "declares",
+    [f'xmlns="{DS}"', f'xmlns:ds="{DS}"', f'xmlns:other="{DS}"', f'xmlns="{XADES}"',
+     'xmlns:ds="urn:not-xmldsig"', 'xmlns:xades="urn:not-xades"'],
+)  # fmt: skip
+def test_the_signature_declares_its_prefixes_whatever_the_document_declares(
+    declares, es_signer, engine
+):
+    data = sign_xml(f"<Document {declares}><Part>x</Part></Document>".encode(), es_signer)
+    signature = tree(data).find("ds:Signature", NS)
+    assert signature.prefix == "ds" and signature.nsmap["ds"] == DS
+    qualifying = signature.find("ds:Object/xades:QualifyingProperties", NS)
+    assert qualifying.prefix == "xades" and qualifying.nsmap["xades"] == XADES
+    assert all(e.prefix in ("ds", "xades") for e in signature.iter())
+    report = verify_xml(data, engine).report
+    assert report.verdict.indication is Indication.TOTAL_PASSED, report.verdict.reason
 
 
 def test_xmlsec1_verifies_what_rogatory_signs(signed_envelope, pki: DevPKI, tmp_path: Path):
