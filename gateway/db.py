@@ -14,15 +14,17 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from signing.errors import RogatoryError
 
@@ -57,6 +59,10 @@ def create_engine(url: str, **options: Any) -> Engine:
     raise DatabaseError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+# How the next transaction on this thread begins; writers say IMMEDIATE (see _begin_immediate).
+_SQLITE_BEGIN: ContextVar[str] = ContextVar("rogatory_sqlite_begin", default="BEGIN DEFERRED")
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -70,12 +76,24 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so two writers never both
-        # read, then deadlock upgrading to a write.
-        mode = connection.get_execution_options().get("rogatory_sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+    def _do_begin(connection: PoolProxiedConnection) -> None:
+        driver = connection.driver_connection
+        assert driver is not None  # a checked-out connection always has one
+        driver.execute(_SQLITE_BEGIN.get())
+
+    # The dialect's own hook rather than a "begin" event: any engine event makes
+    # SQLAlchemy dispatch events around every statement, which cost more than the BEGIN.
+    engine.dialect.do_begin = _do_begin  # type: ignore[method-assign, assignment]
+
+
+def _begin_immediate(connection: Connection) -> RootTransaction:
+    """Begin a write on SQLite: IMMEDIATE takes the write lock up front, so two
+    writers never both read, then deadlock upgrading to a write."""
+    token = _SQLITE_BEGIN.set("BEGIN IMMEDIATE")
+    try:
+        return connection.begin()
+    finally:
+        _SQLITE_BEGIN.reset(token)
 
 
 def _lock_key(name: str) -> int:
@@ -116,29 +134,73 @@ _GATES: dict[str, _SqliteWriterGate] = {}
 _GATES_LOCK = threading.Lock()
 
 
-def _writer_gate(engine: Engine) -> AbstractContextManager[None]:
+def _sqlite_file(engine: Engine) -> str | None:
+    """The absolute path of an SQLite database file; None for any other database."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        return nullcontext()
-    path = os.path.abspath(database)
+        return None
+    return os.path.abspath(database)
+
+
+def _gate(path: str) -> _SqliteWriterGate:
     with _GATES_LOCK:
-        gate = _GATES.get(path) or _GATES.setdefault(path, _SqliteWriterGate(path))
-    return gate.held()
+        return _GATES.get(path) or _GATES.setdefault(path, _SqliteWriterGate(path))
+
+
+class _SqliteWriter:
+    """The connection one ``Database`` writes SQLite with, kept open from write to write.
+
+    It is used only inside the writer gate, so by one thread at a time, and
+    saves each write a pool checkout and checkin (with its reset). After a
+    failed write, or in a forked process, a fresh one is opened.
+    """
+
+    def __init__(self, engine: Engine, path: str) -> None:
+        self.engine = engine
+        self.gate = _gate(path)
+        self._connection: Connection | None = None
+        self._pid = 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.gate.held():
+            connection = self._connection
+            if connection is None or self._pid != os.getpid():
+                connection = self.engine.connect()
+                self._connection, self._pid = connection, os.getpid()
+            try:
+                with _begin_immediate(connection):
+                    yield connection
+            except BaseException:
+                # Rolled back, but whatever failed may have left the connection unfit.
+                self.close()
+                raise
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and self._pid == os.getpid():
+            connection.close()
 
 
 @contextmanager
 def write_transaction(engine: Engine, lock: str = WRITER_LOCK) -> Iterator[Connection]:
     """A transaction that holds the writer lock from its first statement to its commit."""
-    with _writer_gate(engine), engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.execution_options(rogatory_sqlite_begin="IMMEDIATE")
-        with connection.begin():
-            if engine.dialect.name == "postgresql":
-                # Released by COMMIT or ROLLBACK, so a dead client never holds it.
-                connection.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)}
-                )
-            yield connection
+    path = _sqlite_file(engine)
+    if path is not None:
+        writer = _SqliteWriter(engine, path)
+        try:
+            with writer.transaction() as connection:
+                yield connection
+        finally:
+            writer.close()
+        return
+    with engine.connect() as connection, connection.begin():
+        if engine.dialect.name == "postgresql":
+            # Released by COMMIT or ROLLBACK, so a dead client never holds it.
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)}
+            )
+        yield connection
 
 
 @dataclass
@@ -146,6 +208,11 @@ class Database:
     """An engine and the two kinds of transaction the gateway uses."""
 
     engine: Engine
+    _writer: _SqliteWriter | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path = _sqlite_file(self.engine)
+        self._writer = None if path is None else _SqliteWriter(self.engine, path)
 
     @classmethod
     def from_url(cls, url: str, *, migrate_schema: bool = True) -> Database:
@@ -160,6 +227,8 @@ class Database:
 
     def begin_write(self, lock: str = WRITER_LOCK) -> AbstractContextManager[Connection]:
         """A serialized write transaction: one holder of ``lock`` at a time, everywhere."""
+        if self._writer is not None:  # SQLite: one writer at all, whatever the lock's name
+            return self._writer.transaction()
         return write_transaction(self.engine, lock)
 
     def begin_read(self) -> AbstractContextManager[Connection]:
@@ -167,6 +236,8 @@ class Database:
         return self.engine.begin()
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
 
 
