@@ -279,6 +279,7 @@ class _Batch:
         if moved.rowcount != 1:
             # Only a writer that bypassed begin_write() can get here; refuse to fork.
             raise AuditError("the audit log grew under this append; use Database.begin_write()")
+        self.log.saw_size(self.size)
 
 
 class AuditLog:
@@ -290,6 +291,7 @@ class AuditLog:
         self.db = db
         self.origin = origin
         self._clock = clock
+        self._size_seen = 0
 
     def append(self, event: AuditEvent, *, connection: Connection | None = None) -> AuditEntryRef:
         """Log ``event``; durable when the transaction commits.
@@ -327,7 +329,23 @@ class AuditLog:
 
     def size(self) -> int:
         with self.db.begin_read() as connection:
-            return int(connection.execute(_SIZE).scalar_one())
+            size = int(connection.execute(_SIZE).scalar_one())
+        self.saw_size(size)
+        return size
+
+    @property
+    def size_seen(self) -> int:
+        """The largest size this process saw the log reach, by its appends or ``size()``; no query.
+
+        Not the size now: other processes append too, and an append seen here
+        may yet be rolled back. Good for deciding when to read the real size.
+        """
+        return self._size_seen
+
+    def saw_size(self, size: int) -> None:
+        # Unlocked: a lost update only makes size_seen lag until the next append.
+        if size > self._size_seen:
+            self._size_seen = size
 
     def root(self, size: int | None = None) -> bytes:
         with self.db.begin_read() as connection:
