@@ -99,7 +99,9 @@ class MessageStore(MessageReader):
 
         If ``(authority_id, message_id)`` was recorded before, nothing is
         stored and the first answer comes back, saying whether the envelope
-        was the same.
+        was the same. The unique constraints decide, not a read before the
+        insert: the intake has looked for a first answer already, so a replay
+        here is a race, and the write that lost it is rolled back.
         """
         self._check_submission(submission)
         return self._submissions.write(submission)
@@ -109,19 +111,26 @@ class MessageStore(MessageReader):
     ) -> list[SubmissionOutcome]:
         """Several submissions in one transaction (group commit); any error fails them all."""
         with self.db.begin_write() as connection, self.audit.batch(connection):
-            return [self._record_in(connection, s) for s in submissions]
+            return [
+                SubmissionOutcome(self._insert_submission(connection, s), False, True)
+                for s in submissions
+            ]
 
     def _record_one_submission(self, submission: SubmissionRecord) -> SubmissionOutcome:
         try:
             [outcome] = self._record_submissions([submission])
             return outcome
         except IntegrityError:
-            # A writer outside the writer lock got there first: the unique constraint decided.
+            # A unique constraint refused it: a first answer under this id, or the id taken.
+            message_id = submission.message_id
             with self.db.begin_read() as connection:
                 earlier = self._replay(connection, submission)
-            if earlier is None:
-                raise
-            return earlier
+                taken = message_id is not None and self._exists(connection, message_id)
+            if earlier is not None:
+                return earlier
+            if submission.message is not None and taken:
+                raise MessageIdTaken(f"message id {message_id!r} is already taken") from None
+            raise
 
     def transition(
         self, message_id: str, new_status: Status, *, reason: str | None = None, actor: str
@@ -230,14 +239,6 @@ class MessageStore(MessageReader):
         if missing:
             raise MissingBlob(f"the blob store holds no bytes for {', '.join(missing)}")
 
-    def _record_in(self, connection: Connection, submission: SubmissionRecord) -> SubmissionOutcome:
-        """The first answer if this was recorded before; else the submission, recorded."""
-        earlier = self._replay(connection, submission)
-        if earlier is not None:
-            return earlier
-        first = self._insert_submission(connection, submission)
-        return SubmissionOutcome(first, replayed=False, same_envelope=True)
-
     def _replay(
         self, connection: Connection, submission: SubmissionRecord
     ) -> SubmissionOutcome | None:
@@ -253,8 +254,6 @@ class MessageStore(MessageReader):
         self, connection: Connection, submission: SubmissionRecord
     ) -> FirstAnswer:
         message = submission.message
-        if message is not None and self._exists(connection, message.message_id):
-            raise MessageIdTaken(f"message id {message.message_id!r} is already taken")
         keep_small(connection, submission.blobs)
         now = self._clock()
         first = FirstAnswer(
@@ -386,8 +385,9 @@ class MessageStore(MessageReader):
                 for a in submission.attachments
             ]
             connection.execute(_INSERT_ATTACHMENT, rows)
-        for evidence in submission.evidences:
-            self.insert_evidence(connection, message.message_id, evidence, self.gateway_id)
+        if submission.evidences:
+            evidences = submission.evidences
+            self.insert_evidences(connection, message.message_id, evidences, self.gateway_id)
 
     def move_in(
         self,
@@ -446,25 +446,35 @@ class MessageStore(MessageReader):
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
     ) -> int:
         """Keep ``evidence`` about a message, audited; returns its audit entry's index."""
-        connection.execute(
-            _INSERT_EVIDENCE,
-            dict(
-                evidence_id=evidence.evidence_id,
-                message_id=message_id,
-                type=evidence.type.value,
-                issued_at=evidence.issued_at,
-                sha256=evidence.sha256,
-                subject_sha256=evidence.subject_sha256,
-            ),
-        )
-        details: Mapping[str, JSON] = {
-            "evidence_id": evidence.evidence_id,
-            "type": evidence.type.value,
-            "sha256": evidence.sha256,
-            "subject_sha256": evidence.subject_sha256,
-        }
-        event = AuditEvent("evidence.issued", actor, message_id, details)
-        return self.audit.append(event, connection=connection).index
+        [index] = self.insert_evidences(connection, message_id, [evidence], actor)
+        return index
+
+    def insert_evidences(
+        self,
+        connection: Connection,
+        message_id: str,
+        evidences: Sequence[EvidenceRecord],
+        actor: str,
+    ) -> list[int]:
+        """Keep evidences about a message in one statement, each audited, in order;
+        returns their audit entries' indexes."""
+        rows = [
+            {"evidence_id": e.evidence_id, "message_id": message_id, "type": e.type.value,
+             "issued_at": e.issued_at, "sha256": e.sha256, "subject_sha256": e.subject_sha256}
+            for e in evidences
+        ]  # fmt: skip
+        connection.execute(_INSERT_EVIDENCE, rows)
+        indexes = []
+        for e in evidences:
+            details: Mapping[str, JSON] = {
+                "evidence_id": e.evidence_id,
+                "type": e.type.value,
+                "sha256": e.sha256,
+                "subject_sha256": e.subject_sha256,
+            }
+            event = AuditEvent("evidence.issued", actor, message_id, details)
+            indexes.append(self.audit.append(event, connection=connection).index)
+        return indexes
 
     @staticmethod
     def _enqueue(
