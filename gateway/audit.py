@@ -128,11 +128,18 @@ class AuditEntry:
 
 def canonical_json(value: JSON) -> bytes:
     """RFC 8785-style bytes: sorted keys, no whitespace, UTF-8, no floats."""
+    return _dumps(_canonical(value, 0))
+
+
+# Built once (json.dumps builds one a call); canonical values hold no cycles to check for.
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False
+)
+
+
+def _dumps(value: JSON) -> bytes:
     try:
-        text = json.dumps(
-            _canonical(value, 0), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
-        return text.encode("utf-8")
+        return _ENCODER.encode(value).encode("utf-8")
     except UnicodeEncodeError:
         raise AuditError("audit entries hold valid Unicode text only") from None
 
@@ -140,7 +147,20 @@ def canonical_json(value: JSON) -> bytes:
 def _canonical(value: object, depth: int) -> JSON:
     if depth > MAX_DEPTH:
         raise AuditError(f"audit details nest deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind is str or value is None:
+        return value  # type: ignore[return-value]  # a str
+    # The usual object, done fast: ASCII keys sort the same by code point as by
+    # UTF-16 code unit, and a plain string value needs no more than the depth check.
+    if kind is dict and all(type(k) is str and k.isascii() for k in value):  # type: ignore[attr-defined]
+        items: dict[str, Any] = value  # type: ignore[assignment]
+        if depth < MAX_DEPTH:
+            return {
+                key: item if type(item) is str else _canonical(item, depth + 1)
+                for key, item in sorted(items.items())
+            }
+        return {key: _canonical(item, depth + 1) for key, item in sorted(items.items())}
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         # Beyond 2^53 JSON readers disagree on the value, so the entry would not be canonical.
@@ -165,18 +185,18 @@ def encode_entry(index: int, when: datetime, event: AuditEvent, previous_root: b
         raise AuditError("an audit event needs an actor of at most 255 characters")
     if event.message_id is not None and not 0 < len(event.message_id) <= 255:
         raise AuditError("a message id in the audit log has 1 to 255 characters")
-    encoded = canonical_json(
-        {
-            "v": ENTRY_VERSION,
-            "index": index,
-            "time": format_time(when),
-            "kind": event.kind,
-            "message_id": event.message_id,
-            "actor": event.actor,
-            "details": dict(event.details),
-            "previous_root": previous_root.hex(),
-        }
-    )
+    # The entry's fields written in canonical (sorted) order: only values need canonicalizing.
+    entry = {
+        "actor": _canonical(event.actor, 1),
+        "details": _canonical(event.details, 1),
+        "index": _canonical(index, 1),
+        "kind": _canonical(event.kind, 1),
+        "message_id": _canonical(event.message_id, 1),
+        "previous_root": previous_root.hex(),
+        "time": format_time(when),
+        "v": ENTRY_VERSION,
+    }
+    encoded = _dumps(entry)
     if len(encoded) > MAX_ENTRY_BYTES:
         raise AuditError(f"the audit entry is larger than {MAX_ENTRY_BYTES} bytes")
     return encoded
