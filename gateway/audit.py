@@ -1,14 +1,7 @@
 """The audit trail: an append-only Merkle log (RFC 9162) of every event, in the database.
 
-An entry is one canonical JSON object (RFC 8785 style: keys sorted by UTF-16
-code units, no whitespace, UTF-8, integers only)::
-
-    {"actor":"ES-MJ","details":{...},"index":41,"kind":"message.accepted",
-     "message_id":"ES-2026-0001","previous_root":"<hex MTH of entries 0..40>",
-     "time":"2026-11-22T10:00:00.000000Z","v":1}
-
-Its leaf hash is SHA-256(0x00 || bytes). Each entry names the root of the log
-before it, so an entry moved, dropped or edited breaks the chain at once.
+Each entry is canonical JSON that names the root of the log before it
+(``gateway.audit_entry``, whose names this module also offers).
 
 Tables (migration ``0001_audit_log``): ``audit_entries`` (idx, leaf_hash,
 entry, kind, message_id), ``audit_nodes`` (level, idx, hash) for every
@@ -18,20 +11,30 @@ that an append reads and rewrites under the writer lock.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeAlias
+from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway import merkle
+from gateway.audit_entry import (
+    ENTRY_VERSION,
+    JSON,
+    MAX_DEPTH,
+    MAX_ENTRY_BYTES,
+    AuditEntry,
+    AuditError,
+    AuditEvent,
+    canonical_json,
+    decode_entry,
+    encode_entry,
+)
 from gateway.checkpoint import (
     Checkpoint,
     PrivateKey,
@@ -40,19 +43,8 @@ from gateway.checkpoint import (
     sign_checkpoint,
 )
 from gateway.db import Database
-from signing.errors import RogatoryError
 
-JSON: TypeAlias = bool | int | str | list["JSON"] | dict[str, "JSON"] | None
-
-ENTRY_VERSION = 1
 EXPORT_FORMAT = "rogatory-audit-log"
-MAX_ENTRY_BYTES = 64 * 1024
-MAX_DEPTH = 16
-_SAFE_INT = 2**53 - 1
-_KIND = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_FIELDS = frozenset(
-    {"v", "index", "time", "kind", "message_id", "actor", "details", "previous_root"}
-)
 
 _metadata = sa.MetaData()
 entries_table = sa.Table(
@@ -88,124 +80,10 @@ checkpoints_table = sa.Table(
 )
 
 
-class AuditError(RogatoryError):
-    """An event cannot be logged, or a proof was asked for entries the log does not hold."""
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    """Something that happened: what (``kind``), who did it, to which message, and details."""
-
-    kind: str
-    actor: str
-    message_id: str | None = None
-    details: Mapping[str, JSON] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class AuditEntryRef:
     index: int
     leaf_hash: bytes
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """A logged entry, decoded; ``encoded`` is the exact bytes that were hashed."""
-
-    index: int
-    time: str
-    kind: str
-    message_id: str | None
-    actor: str
-    details: dict[str, JSON]
-    previous_root: bytes
-    encoded: bytes
-
-    @property
-    def leaf_hash(self) -> bytes:
-        return merkle.leaf_hash(self.encoded)
-
-
-def canonical_json(value: JSON) -> bytes:
-    """RFC 8785-style bytes: sorted keys, no whitespace, UTF-8, no floats."""
-    try:
-        text = json.dumps(
-            _canonical(value, 0), ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise AuditError("audit entries hold valid Unicode text only") from None
-
-
-def _canonical(value: object, depth: int) -> JSON:
-    if depth > MAX_DEPTH:
-        raise AuditError(f"audit details nest deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        # Beyond 2^53 JSON readers disagree on the value, so the entry would not be canonical.
-        if abs(value) > _SAFE_INT:
-            raise AuditError(f"integer {value} is too large for an audit entry; use a string")
-        return value
-    if isinstance(value, list | tuple):
-        return [_canonical(item, depth + 1) for item in value]
-    if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise AuditError("audit detail keys must be strings")
-        keys = sorted(value, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
-        return {key: _canonical(value[key], depth + 1) for key in keys}
-    raise AuditError(f"a {type(value).__name__} cannot be part of an audit entry")
-
-
-def encode_entry(index: int, when: datetime, event: AuditEvent, previous_root: bytes) -> bytes:
-    """The canonical bytes of entry ``index``; ``AuditError`` if the event is not loggable."""
-    if not _KIND.fullmatch(event.kind):
-        raise AuditError(f"event kind {event.kind!r} must look like 'message.accepted'")
-    if not event.actor or len(event.actor) > 255:
-        raise AuditError("an audit event needs an actor of at most 255 characters")
-    if event.message_id is not None and not 0 < len(event.message_id) <= 255:
-        raise AuditError("a message id in the audit log has 1 to 255 characters")
-    encoded = canonical_json(
-        {
-            "v": ENTRY_VERSION,
-            "index": index,
-            "time": format_time(when),
-            "kind": event.kind,
-            "message_id": event.message_id,
-            "actor": event.actor,
-            "details": dict(event.details),
-            "previous_root": previous_root.hex(),
-        }
-    )
-    if len(encoded) > MAX_ENTRY_BYTES:
-        raise AuditError(f"the audit entry is larger than {MAX_ENTRY_BYTES} bytes")
-    return encoded
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def decode_entry(encoded: bytes) -> AuditEntry:
-    """An ``AuditEntry`` from logged bytes; ``ValueError`` says why they are not one."""
-    if len(encoded) > MAX_ENTRY_BYTES:
-        raise ValueError("longer than any entry the gateway writes")
-    obj = json.loads(encoded, parse_constant=_reject_constant)
-    if not isinstance(obj, dict) or obj.keys() != _FIELDS:
-        raise ValueError("not an audit entry object with exactly the entry fields")
-    index, message_id, details = obj["index"], obj["message_id"], obj["details"]
-    if obj["v"] != ENTRY_VERSION or type(index) is not int or index < 0:
-        raise ValueError("unknown entry version or bad index")
-    if not all(isinstance(obj[k], str) for k in ("time", "kind", "actor", "previous_root")):
-        raise ValueError("time, kind, actor and previous_root must be strings")
-    if not (message_id is None or isinstance(message_id, str)) or not isinstance(details, dict):
-        raise ValueError("bad message_id or details")
-    previous_root = bytes.fromhex(obj["previous_root"])
-    if len(previous_root) != merkle.HASH_SIZE:
-        raise ValueError("previous_root is not a SHA-256 hash")
-    return AuditEntry(
-        index, obj["time"], obj["kind"], message_id, obj["actor"], details, previous_root, encoded
-    )
 
 
 class KeyHolder(Protocol):
@@ -279,6 +157,7 @@ class _Batch:
         if moved.rowcount != 1:
             # Only a writer that bypassed begin_write() can get here; refuse to fork.
             raise AuditError("the audit log grew under this append; use Database.begin_write()")
+        self.log.saw_size(self.size)
 
 
 class AuditLog:
@@ -290,6 +169,7 @@ class AuditLog:
         self.db = db
         self.origin = origin
         self._clock = clock
+        self._size_seen = 0
 
     def append(self, event: AuditEvent, *, connection: Connection | None = None) -> AuditEntryRef:
         """Log ``event``; durable when the transaction commits.
@@ -327,7 +207,23 @@ class AuditLog:
 
     def size(self) -> int:
         with self.db.begin_read() as connection:
-            return int(connection.execute(_SIZE).scalar_one())
+            size = int(connection.execute(_SIZE).scalar_one())
+        self.saw_size(size)
+        return size
+
+    @property
+    def size_seen(self) -> int:
+        """The largest size this process saw the log reach, by its appends or ``size()``; no query.
+
+        Not the size now: other processes append too, and an append seen here
+        may yet be rolled back. Good for deciding when to read the real size.
+        """
+        return self._size_seen
+
+    def saw_size(self, size: int) -> None:
+        # Unlocked: a lost update only makes size_seen lag until the next append.
+        if size > self._size_seen:
+            self._size_seen = size
 
     def root(self, size: int | None = None) -> bytes:
         with self.db.begin_read() as connection:
@@ -481,3 +377,25 @@ class AuditLog:
             return bytes(connection.execute(query).scalar_one())
 
         return complete
+
+
+__all__ = [
+    "ENTRY_VERSION",
+    "EXPORT_FORMAT",
+    "JSON",
+    "MAX_DEPTH",
+    "MAX_ENTRY_BYTES",
+    "AuditEntry",
+    "AuditEntryRef",
+    "AuditError",
+    "AuditEvent",
+    "AuditLog",
+    "KeyHolder",
+    "canonical_json",
+    "checkpoints_table",
+    "decode_entry",
+    "encode_entry",
+    "entries_table",
+    "head_table",
+    "nodes_table",
+]

@@ -42,26 +42,28 @@ class Services:
     signer: Signer
     timestamper: TimeStamper | None
     intake: IntakeService
-    _checkpointed: int = field(default=0, init=False)  # the newest checkpoint's size, as last read
+    # The newest checkpoint's size, as last read or signed here; None until read once.
+    _checkpointed: int | None = field(default=None, init=False)
 
     def maybe_checkpoint(self) -> None:
         """Sign a checkpoint once ``audit_checkpoint_every`` entries have passed since the last.
 
-        Called after every request, so it costs one small read: the newest
-        checkpoint's size is remembered (it only grows, so a remembered size
-        that is too small only means reading it again) and read only when a
-        checkpoint may be due.
+        Called after every request, so as a rule it costs no query: this
+        process's appends tell how far the log has grown (each reads its head,
+        so they count other workers' entries too), and the newest checkpoint's
+        size is remembered (it only grows). Both are read only when a
+        checkpoint may be due, and once at first, for a worker yet to append.
         """
         every = self.settings.audit_checkpoint_every
         if every <= 0:
             return
-        size = self.audit.size()
-        if size - self._checkpointed < every:
+        if self._checkpointed is not None and self.audit.size_seen - self._checkpointed < every:
             return
+        size = self.audit.size()
         last = self.audit.latest_checkpoint()  # another worker may have signed one
         self._checkpointed = last.size if last is not None else 0
         if size - self._checkpointed >= every:
-            self.audit.checkpoint(self.signer.key)
+            self._checkpointed = self.audit.checkpoint(self.signer.key).size
 
     def written_record(self, message_id: str) -> bytes:
         """The signed PDF record of a stored message (see gateway.record)."""

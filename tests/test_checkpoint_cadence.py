@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from gateway.app import prepare_settings
 from gateway.audit import AuditEvent
 from gateway.services import Services, build_services
@@ -49,3 +51,30 @@ def test_a_checkpoint_another_worker_signed_counts(tmp_path: Path) -> None:
     assert checkpoint_sizes(one) == [EVERY, 2 * EVERY]
     one.maybe_checkpoint()  # remembered EVERY, but reads the newest before signing again
     assert checkpoint_sizes(one) == [EVERY, 2 * EVERY]
+
+
+def test_entries_another_worker_appended_count_at_this_workers_next_append(
+    tmp_path: Path,
+) -> None:
+    one, other = services(tmp_path / "data"), services(tmp_path / "data")
+    one.maybe_checkpoint()  # each has read the log once
+    other.maybe_checkpoint()
+    log_events(one, EVERY - 1)
+    one.maybe_checkpoint()
+    log_events(other, 1)  # an append reads the head: other now knows of one's entries
+    other.maybe_checkpoint()
+    assert checkpoint_sizes(one) == [EVERY]
+
+
+def test_no_query_after_a_request_while_no_checkpoint_is_due(tmp_path: Path) -> None:
+    s = services(tmp_path / "data")
+    s.maybe_checkpoint()
+    log_events(s, EVERY - 1)
+    statements: list[str] = []
+    sa.event.listen(s.db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    s.maybe_checkpoint()
+    assert statements == []
+    log_events(s, 1)
+    statements.clear()
+    s.maybe_checkpoint()
+    assert statements and checkpoint_sizes(s) == [EVERY]

@@ -137,3 +137,19 @@ def test_a_taken_id_in_a_group_refuses_only_that_submission(db: Database, tmp_pa
     assert all(isinstance(r, SubmissionOutcome) for n, r in enumerate(results) if n != 4)
     assert row_counts(db)["messages"] == THREADS  # the first 2000 and eleven new ones
     assert verify_store(db, None).first_bad_entry is None
+
+
+def test_a_replay_in_a_group_gets_the_first_answer_and_the_others_are_recorded(
+    db: Database, tmp_path: Path
+) -> None:
+    store = make_store(db, tmp_path / "data")
+    first = store.record_submission(submission(store.blobs, "ES-2026-3000"))
+    records = [submission(store.blobs, f"ES-2026-3{n:03d}") for n in range(1, THREADS)]
+    records.insert(4, submission(store.blobs, "ES-2026-3000", content=b"edited"))
+    results = run_together(THREADS, lambda n: store.record_submission(records[n]))
+    replayed = results[4]
+    assert isinstance(replayed, SubmissionOutcome) and replayed.conflicting
+    assert replayed.first == first.first
+    assert all(isinstance(r, SubmissionOutcome) and not r.replayed for r in results[:4])
+    assert row_counts(db)["messages"] == THREADS
+    assert verify_store(db, None).first_bad_entry is None

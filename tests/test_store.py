@@ -304,26 +304,6 @@ def test_concurrent_submissions_with_the_same_id_make_one_message(store: Message
     assert (counts["submissions"], counts["messages"], counts["status_history"]) == (1, 1, 2)
 
 
-def test_the_unique_constraint_decides_a_race_outside_the_lock(
-    store: MessageStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    record = submission(store.blobs, "ES-2026-0008")
-    first = store.record_submission(record)
-    real = MessageStore._replay
-    calls: list[int] = []
-
-    def blind_once(self: MessageStore, connection: sa.Connection, sub: SubmissionRecord):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return None if len(calls) == 1 else real(self, connection, sub)
-
-    monkeypatch.setattr(MessageStore, "_replay", blind_once)
-    monkeypatch.setattr(MessageStore, "_exists", staticmethod(lambda connection, message_id: False))
-    before = row_counts(store.db)
-    loser = store.record_submission(submission(store.blobs, "ES-2026-0008", content=b"late"))
-    assert loser.replayed and loser.conflicting and loser.first == first.first
-    assert row_counts(store.db) == before
-
-
 def test_transitions_follow_the_lifecycle(store: MessageStore) -> None:
     store.record_submission(submission(store.blobs, "ES-2026-0009"))
     path = [
