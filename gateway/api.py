@@ -23,6 +23,7 @@ from .intake_checks import RETRY_AFTER_SECONDS
 from .intake_records import Origin
 from .model import EvidenceType, IllegalTransition, Status
 from .notice_trail import notices_of
+from .post_refusals import PostRefused
 from .services import Services
 from .store import NotRecipient, StoreError
 
@@ -300,15 +301,17 @@ def peer_evidence(message_id: str) -> Response:
         found, new = accept_from_peer(s.store, s.engine, peer, message_id, data)
     except PeerEvidenceRefused as exc:
         s.maybe_checkpoint()
-        return _retry_later(problem(exc.status, "Evidence refused", str(exc), code=exc.code))
+        return _refused("Evidence refused", exc)
     s.maybe_checkpoint()
     body = {"evidence_id": found.evidence.evidence_id, "type": found.evidence.type.value}
     return Response(json.dumps(body), status=201 if new else 200, mimetype="application/json")
 
 
-def _retry_later(answer: Response) -> Response:
-    """A 503 (a signature that cannot be checked now) says when to post again, as intake does."""
-    if answer.status_code == 503:
+def _refused(title: str, refusal: PostRefused) -> Response:
+    """A peer's refused post as problem+json; a 503 (a signature that cannot be checked
+    now) says when to post again, as intake does."""
+    answer = problem(refusal.status, title, str(refusal), code=refusal.code)
+    if refusal.try_later:
         answer.headers["Retry-After"] = RETRY_AFTER_SECONDS
     return answer
 
@@ -327,7 +330,7 @@ def peer_notice(message_id: str) -> Response:
         taken = accept_notice(s.store, s.engine, s.directory, peer, message_id, data)
     except NoticeRefused as exc:
         s.maybe_checkpoint()
-        return _retry_later(problem(exc.status, "Notice refused", str(exc), code=exc.code))
+        return _refused("Notice refused", exc)
     s.maybe_checkpoint()
     body = {"notice_id": taken.notice.notice_id, "message_id": message_id}
     return Response(json.dumps(body), status=201 if taken.new else 200, mimetype="application/json")

@@ -21,7 +21,7 @@ from gateway.blobs import BlobStore
 from gateway.channels import PeerGateway
 from gateway.evidence import Evidence, EvidenceError, read_evidence
 from gateway.model import Direction, EvidenceType, IllegalTransition, Status
-from gateway.post_refusals import RefusalTrail
+from gateway.post_refusals import PostRefused, RefusalTrail
 from gateway.small_blobs import stage
 from gateway.store import MessageStore
 from gateway.store_records import EvidenceRecord, Message, StoreError
@@ -105,17 +105,12 @@ def signer_refusal(cert: x509.Certificate | None, peer: PeerGateway, what: str) 
 MAX_EVIDENCE_BYTES = 1024 * 1024
 
 
-class PeerEvidenceRefused(Exception):
+class PeerEvidenceRefused(PostRefused):
     """A peer's evidence that is not taken; ``status`` and ``code`` are the HTTP answer.
 
     503 (``revocation-unavailable``): its signature cannot be checked now; it may be
     posted again later.
     """
-
-    def __init__(self, status: int, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.code = code
 
 
 def accept_from_peer(

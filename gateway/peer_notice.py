@@ -50,7 +50,7 @@ from gateway.model import Direction
 from gateway.notice import Notice, NoticeError, VerifiedNotice, read_notice
 from gateway.notice_trail import RECEIVED, received
 from gateway.peer_evidence import sent_to_gateway, signer_refusal
-from gateway.post_refusals import RefusalTrail
+from gateway.post_refusals import PostRefused, RefusalTrail
 from gateway.store import MessageStore
 from gateway.store_records import Message
 from signing.trust import TrustEngine
@@ -64,20 +64,8 @@ class NoticeTaken:
     new: bool  # False: the same notice was recorded before
 
 
-class NoticeRefused(Exception):
-    """A notice that is not taken; ``status`` and ``code`` are the HTTP answer.
-
-    503 (``revocation-unavailable``) is not final: the same notice may come again later.
-    """
-
-    def __init__(self, status: int, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.code = code
-
-    @property
-    def try_later(self) -> bool:
-        return self.status == 503
+class NoticeRefused(PostRefused):
+    """A notice that is not taken; ``status`` and ``code`` are the HTTP answer (503: later)."""
 
 
 def accept_notice(
@@ -93,7 +81,7 @@ def accept_notice(
     refusal.check_size()
     message = store.message(message_id)
     if message is None or not sent_to_gateway(message, peer.id):
-        raise refusal(
+        raise refusal.refuse(
             404, "unknown-message", f"no message {message_id} was sent to gateway {peer.id}"
         )
     refusal.about = message_id
@@ -142,7 +130,7 @@ def accept_channel_notice(
     refusal.claimed = notice.in_reply_to[:255]
     message = store.message(notice.in_reply_to)
     if message is None or not sent_by_channel(message, kind, authority_id):
-        raise refusal(
+        raise refusal.refuse(
             404, "unknown-message",
             f"no message {notice.in_reply_to} was sent by {kind} to {authority_id}",
         )  # fmt: skip
@@ -241,7 +229,9 @@ class _Refusal(RefusalTrail[NoticeRefused]):
 
     def check_size(self) -> None:
         if len(self.data) > MAX_NOTICE_BYTES:
-            raise self(413, "notice-too-large", f"a notice is at most {MAX_NOTICE_BYTES} bytes")
+            raise self.refuse(
+                413, "notice-too-large", f"a notice is at most {MAX_NOTICE_BYTES} bytes"
+            )
 
     @contextmanager
     def judging(self, *, keep_verified: bool) -> Iterator[None]:
@@ -253,7 +243,4 @@ class _Refusal(RefusalTrail[NoticeRefused]):
                 raise self.defer(str(exc), record=self.record_deferral) from None
             # Bytes whose signature did not verify are not kept (nor any when nothing checked).
             keep = keep_verified and exc.verdict is None
-            raise self(422, "notice-invalid", str(exc), keep=keep) from None
-
-    def __call__(self, status: int, code: str, reason: str, *, keep: bool = False) -> NoticeRefused:
-        return self.refuse(status, code, reason, keep=keep)
+            raise self.refuse(422, "notice-invalid", str(exc), keep=keep) from None

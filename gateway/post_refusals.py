@@ -12,15 +12,31 @@ once that is known, else on no message.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from gateway.audit import JSON, AuditEvent
 from gateway.store import MessageStore
 
-E = TypeVar("E", bound=Exception)
-
 REVOCATION_UNAVAILABLE = "revocation-unavailable"
+
+
+class PostRefused(Exception):
+    """A posted document that is not taken; ``status`` and ``code`` are the HTTP answer.
+
+    503 (``revocation-unavailable``) is not final: the same document may come again later.
+    """
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+
+    @property
+    def try_later(self) -> bool:
+        return self.status == 503
+
+
+E = TypeVar("E", bound=PostRefused)
 
 
 class RefusalTrail(Generic[E]):
@@ -34,7 +50,7 @@ class RefusalTrail(Generic[E]):
         source: dict[str, JSON],
         message_id: str,
         data: bytes,
-        error: Callable[[int, str, str], E],
+        error: type[E],
     ) -> None:
         self.store = store
         self.what = what  # "notice", "evidence": the entries are <what>.refused, <what>.deferred

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.dispatcher import Dispatcher, DispatchStats
 from gateway.outbox import Claim
@@ -34,8 +34,6 @@ class Totals:
     failed: int = 0
     received: int = 0
     refused: int = 0
-    turns: int = 0
-    outcomes: list[str] = field(default_factory=list)
 
 
 class Worker:
@@ -82,10 +80,8 @@ class Worker:
                 patience = self.poll_seconds if free <= claimed else min(self.poll_seconds, 0.2)
                 ended = self._collect(running, wait_seconds=0 if claimed else patience)
                 polled = self._poll_when_due()
-                if claimed or ended or polled:
-                    self.totals.turns += 1
-                    if self.after_turn is not None:
-                        self.after_turn()
+                if (claimed or ended or polled) and self.after_turn is not None:
+                    self.after_turn()
                 if running or held:
                     continue
                 if stop.is_set() or (once and not (claimed or ended or polled)):
