@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Flask
 from flask.testing import FlaskClient
 
+from gateway import demo_messages
 from gateway.api import CLIENT_CERT_ENVIRON
 from gateway.app import create_app
 from gateway.audit import AuditEntry
 from gateway.authorities import fingerprint
-from gateway.envelope import Envelope
 from gateway.evidence import GatewayRef, MessageRef, build_evidence, sign_evidence
 from gateway.intake_checks import RETRY_AFTER_SECONDS
 from gateway.model import EvidenceType
@@ -33,10 +33,8 @@ from gateway.notice import NoticeChannel, ReplyRef, build_notice, sign_notice
 from gateway.pair import Member, prepare_pair
 from gateway.pki import create_dev_pki, load_dev_pki
 from gateway.services import Services
-from schemas import examples_dir
 from signing.keys import Signer, load_signer
 from signing.xades_sign import sign_xml
-from signing.xmlparse import parse_xml
 from tests.conftest import signer_for
 
 GW_AR = GatewayRef("gw-ar", "Rogatory gateway of Argentina", "AR")
@@ -97,18 +95,14 @@ def gw_es(tmp_path: Path) -> Iterator[GwEs]:
 def sent_to_gw_ar(gw: GwEs) -> str:
     """ES-MJ's request to AR-MJ, accepted by gw-es and queued for gw-ar; its message id."""
     pki = load_dev_pki(gw.es.settings.pki_dir or Path())
-    data = (examples_dir() / "mla-request.xml").read_bytes()
-    for attachment in (b"<Attachments", b"</Attachments>"):
-        assert attachment in data
-    start, end = data.index(b"<Attachments"), data.index(b"</Attachments>")
-    data = data[:start] + data[end + len(b"</Attachments>") :]
+    example = demo_messages.request(with_attachments=False)  # fresh ids, no manifest
     answer = gw.client.post(
         "/api/v1/messages",
-        data=sign_xml(data, signer_for(pki, "ES-MJ")),
+        data=sign_xml(example.envelope, signer_for(pki, "ES-MJ")),
         headers={"Authorization": f"Bearer {gw.es.token}", "Content-Type": "application/xml"},
     )
     assert answer.status_code == 202, answer.get_data(as_text=True)
-    message_id = Envelope.from_xml(parse_xml(data)).message_id
+    message_id = example.message_id
     message = gw.services.store.message(message_id)
     assert message is not None and message.route is not None and '"gw-ar"' in message.route
     return message_id
