@@ -8,7 +8,7 @@ each submission, for idempotency), ``messages``, ``status_history``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -320,14 +320,16 @@ def message_from(row: sa.Row[Any]) -> Message:
     )
 
 
-def first_answer_from(row: sa.Row[Any]) -> FirstAnswer:
+def first_answer_from(row: Sequence[Any]) -> FirstAnswer:
+    """From a row of every ``submissions`` column, in the table's order."""
+    submission_id, authority_id, message_id, envelope_sha256, status, body, media, at = row
     return FirstAnswer(
-        submission_id=row.id,
-        authority_id=row.authority_id,
-        message_id=row.message_id,
-        envelope_sha256=row.envelope_sha256,
-        answer=Answer(row.http_status, bytes(row.response_body), row.response_type),
-        created_at=row.created_at,
+        submission_id=submission_id,
+        authority_id=authority_id,
+        message_id=message_id,
+        envelope_sha256=envelope_sha256,
+        answer=Answer(status, bytes(body), media),
+        created_at=at,
     )
 
 
