@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -54,6 +55,18 @@ def test_a_row_is_stored_exactly_as_sqlalchemy_stores_it(db: Database, at: datet
         [first, second] = SELECT.rows(connection, ["ES-1"])
     assert first == row("a", at) and second == row("b", at)
     assert second[-1].tzinfo is UTC
+
+
+def test_sqlite_keeps_times_as_utc_text_with_microseconds(tmp_path: Path) -> None:
+    db = Database.from_url(f"sqlite:///{tmp_path}/gateway.db")  # PostgreSQL keeps a timestamptz
+    at = datetime(2026, 11, 22, 11, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    with db.begin_write() as connection:
+        connection.execute(
+            submissions_table.insert(), dict(zip(COLUMNS, row("a", at), strict=True))
+        )
+        INSERT.execute(connection, row("b", at))
+    assert raw(db, 0)[-1] == raw(db, 1)[-1] == "2026-11-22 10:00:00.000000"
+    db.dispose()
 
 
 def test_rows_written_in_one_call_read_back(db: Database) -> None:
