@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.sql.expression import ClauseElement
 
 _Convert = Callable[[Any], Any]
@@ -95,9 +95,25 @@ class DriverStatement:
 
     def rows(self, connection: Connection, values: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows a query selects, each a tuple in the order of its selected columns."""
-        compiled = self._for(connection.dialect)
+        return self._fetch(self._for(connection.dialect), _driver(connection), values)
+
+    def read(self, engine: Engine, values: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """``rows`` of a query that is a read transaction of its own, on a pooled connection.
+
+        One statement sees one snapshot without a BEGIN and a COMMIT around it,
+        nor a SQLAlchemy ``Connection``: a third of the cost of ``db.begin_read()``.
+        """
+        compiled = self._for(engine.dialect)
+        pooled = engine.raw_connection()
+        try:
+            return self._fetch(compiled, pooled.driver_connection, values)
+        finally:
+            pooled.close()  # back to the pool, which rolls back whatever the driver began
+
+    @staticmethod
+    def _fetch(compiled: _Compiled, driver: Any, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         params = compiled.params(values)
-        cursor = _driver(connection).cursor()
+        cursor = driver.cursor()
         try:
             cursor.execute(compiled.sql, params)
             fetched = cursor.fetchall()

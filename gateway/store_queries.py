@@ -55,8 +55,9 @@ class MessageReader:
         self.db = db
 
     def first_answer(self, authority_id: str, message_id: str) -> FirstAnswer | None:
-        with self.db.begin_read() as connection:
-            return self._first_answer(connection, authority_id, message_id)
+        # Looked up before every submission is verified: one statement, no transaction around it.
+        rows = _FIRST_ANSWER.read(self.db.engine, (authority_id, message_id))
+        return first_answer_from(rows[0]) if rows else None
 
     def message(self, message_id: str) -> Message | None:
         with self.db.begin_read() as connection:

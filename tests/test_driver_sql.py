@@ -77,6 +77,9 @@ def test_rows_written_in_one_call_read_back(db: Database) -> None:
     with db.begin_read() as connection:
         assert SELECT.rows(connection, ["ES-1"]) == [row("a", at), row("b", at)]
         assert SELECT.rows(connection, ["ES-2"]) == []
+    # The same query as a read of its own, on a pooled connection.
+    assert SELECT.read(db.engine, ["ES-1"]) == [row("a", at), row("b", at)]
+    assert SELECT.read(db.engine, ["ES-2"]) == []
 
 
 def test_a_unique_violation_is_sqlalchemys_integrity_error(db: Database) -> None:
