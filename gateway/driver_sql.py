@@ -75,7 +75,7 @@ class DriverStatement:
             cursor.execute(compiled.sql, params)
             return int(cursor.rowcount)
         except compiled.dbapi_error as exc:
-            raise _translated(compiled, params, exc) from exc
+            raise _translated(connection.engine, compiled, params, exc, many=False) from exc
         finally:
             cursor.close()
 
@@ -89,13 +89,14 @@ class DriverStatement:
         try:
             cursor.executemany(compiled.sql, params)
         except compiled.dbapi_error as exc:
-            raise _translated(compiled, params, exc) from exc
+            raise _translated(connection.engine, compiled, params, exc, many=True) from exc
         finally:
             cursor.close()
 
     def rows(self, connection: Connection, values: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows a query selects, each a tuple in the order of its selected columns."""
-        return self._fetch(self._for(connection.dialect), _driver(connection), values)
+        compiled = self._for(connection.dialect)
+        return self._fetch(connection.engine, compiled, _driver(connection), values)
 
     def read(self, engine: Engine, values: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """``rows`` of a query that is a read transaction of its own, on a pooled connection.
@@ -106,19 +107,21 @@ class DriverStatement:
         compiled = self._for(engine.dialect)
         pooled = engine.raw_connection()
         try:
-            return self._fetch(compiled, pooled.driver_connection, values)
+            return self._fetch(engine, compiled, pooled.driver_connection, values)
         finally:
             pooled.close()  # back to the pool, which rolls back whatever the driver began
 
     @staticmethod
-    def _fetch(compiled: _Compiled, driver: Any, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _fetch(
+        engine: Engine, compiled: _Compiled, driver: Any, values: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
         params = compiled.params(values)
         cursor = driver.cursor()
         try:
             cursor.execute(compiled.sql, params)
             fetched = cursor.fetchall()
         except compiled.dbapi_error as exc:
-            raise _translated(compiled, params, exc) from exc
+            raise _translated(engine, compiled, params, exc, many=False) from exc
         finally:
             cursor.close()
         return [compiled.row(row) for row in fetched]
@@ -183,9 +186,18 @@ def _driver(connection: Connection) -> Any:
     return connection.connection.driver_connection
 
 
-def _translated(compiled: _Compiled, params: Any, exc: Exception) -> sa.exc.StatementError:
+def _translated(
+    engine: Engine, compiled: _Compiled, params: Any, exc: Exception, *, many: bool
+) -> sa.exc.StatementError:
+    """The SQLAlchemy exception ``Connection.execute`` would have raised for ``exc``."""
     return sa.exc.DBAPIError.instance(
-        compiled.sql, params, exc, compiled.dbapi_error, hide_parameters=True
+        compiled.sql,
+        params,
+        exc,
+        compiled.dbapi_error,
+        hide_parameters=engine.hide_parameters,
+        dialect=engine.dialect,
+        ismulti=many,
     )
 
 
