@@ -39,10 +39,11 @@ _SELECT = sa.select(small_blobs_table.c.data).where(
     small_blobs_table.c.sha256 == sa.bindparam("sha256")
 )
 _INSERT = {  # a digest already present keeps its row: same digest, same bytes
-    "sqlite": sqlite.insert(small_blobs_table).on_conflict_do_nothing(),
-    "postgresql": postgresql.insert(small_blobs_table).on_conflict_do_nothing(),
+    name: DriverStatement(
+        dialect.insert(small_blobs_table).on_conflict_do_nothing(), ["sha256", "data"]
+    )
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
-_KEEP = {name: DriverStatement(insert, ["sha256", "data"]) for name, insert in _INSERT.items()}
 
 
 def digest_of(data: bytes) -> BlobRef:
@@ -60,7 +61,7 @@ def keep_small(connection: Connection, blobs: Mapping[str, bytes]) -> None:
     for sha256, data in blobs.items():
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"the bytes given for blob {sha256} have another digest")
-    _KEEP[connection.dialect.name].executemany(connection, blobs.items())
+    _INSERT[connection.dialect.name].executemany(connection, blobs.items())
 
 
 def stage(blobs: BlobStore, data: bytes, staged: dict[str, bytes]) -> str:
