@@ -43,6 +43,7 @@ from gateway.checkpoint import (
     sign_checkpoint,
 )
 from gateway.db import Database
+from gateway.driver_sql import DriverStatement
 
 EXPORT_FORMAT = "rogatory-audit-log"
 
@@ -100,20 +101,27 @@ def _now() -> datetime:
 _BATCH_KEY = "rogatory.audit_batch"
 
 
-# Built once and reused: the hot path of every write.
-_READ_HEAD = sa.select(head_table).where(head_table.c.id == 1).with_for_update()
-_MOVE_HEAD = (
+# The hot path of every write, run on the driver's cursor (gateway.driver_sql).
+_READ_HEAD = DriverStatement(
+    sa.select(head_table.c.size, head_table.c.root_hash, head_table.c.frontier)
+    .where(head_table.c.id == 1)
+    .with_for_update()
+)
+_MOVE_HEAD = DriverStatement(
     head_table.update()
     .where(head_table.c.id == 1, head_table.c.size == sa.bindparam("start"))
     .values(
         size=sa.bindparam("size"),
         root_hash=sa.bindparam("root_hash"),
         frontier=sa.bindparam("frontier"),
-    )
+    ),
+    ["start", "size", "root_hash", "frontier"],
 )
-_INSERT_ENTRY = entries_table.insert()
+_INSERT_ENTRY = DriverStatement(
+    entries_table.insert(), ["idx", "leaf_hash", "entry", "kind", "message_id"]
+)
+_INSERT_NODE = DriverStatement(nodes_table.insert(), ["level", "idx", "hash"])
 _SIZE = sa.select(head_table.c.size)
-_INSERT_NODE = nodes_table.insert()
 
 
 class _Batch:
@@ -122,23 +130,20 @@ class _Batch:
     def __init__(self, log: AuditLog, connection: Connection) -> None:
         self.log = log
         self.connection = connection
-        head = connection.execute(_READ_HEAD).one()
-        self.start = self.size = int(head.size)
-        self.root_hash = bytes(head.root_hash)
-        self.frontier = merkle.Frontier.from_bytes(self.size, head.frontier)
-        self.entries: list[dict[str, Any]] = []
-        self.nodes: list[dict[str, Any]] = []
+        [(size, root_hash, frontier)] = _READ_HEAD.rows(connection)
+        self.start = self.size = int(size)
+        self.root_hash = bytes(root_hash)
+        self.frontier = merkle.Frontier.from_bytes(self.size, frontier)
+        self.entries: list[tuple[Any, ...]] = []
+        self.nodes: list[tuple[int, int, bytes]] = []
 
     def append(self, event: AuditEvent) -> AuditEntryRef:
         index = self.size
         encoded = encode_entry(index, self.log._clock(), event, self.root_hash)
         leaf = merkle.leaf_hash(encoded)
         completed = self.frontier.append(leaf)
-        self.entries.append(
-            {"idx": index, "leaf_hash": leaf, "entry": encoded, "kind": event.kind,
-             "message_id": event.message_id}
-        )  # fmt: skip
-        self.nodes += [{"level": lv, "idx": i, "hash": h} for lv, i, h in completed]
+        self.entries.append((index, leaf, encoded, event.kind, event.message_id))
+        self.nodes += completed
         self.size += 1
         self.root_hash = self.frontier.root()
         return AuditEntryRef(index, leaf)
@@ -146,15 +151,13 @@ class _Batch:
     def flush(self) -> None:
         if not self.entries:
             return
-        self.connection.execute(_INSERT_ENTRY, self.entries)
+        _INSERT_ENTRY.executemany(self.connection, self.entries)
         if self.nodes:
-            self.connection.execute(_INSERT_NODE, self.nodes)
-        moved = self.connection.execute(
-            _MOVE_HEAD,
-            {"start": self.start, "size": self.size, "root_hash": self.root_hash,
-             "frontier": self.frontier.to_bytes()},
-        )  # fmt: skip
-        if moved.rowcount != 1:
+            _INSERT_NODE.executemany(self.connection, self.nodes)
+        moved = _MOVE_HEAD.execute(
+            self.connection, (self.start, self.size, self.root_hash, self.frontier.to_bytes())
+        )
+        if moved != 1:
             # Only a writer that bypassed begin_write() can get here; refuse to fork.
             raise AuditError("the audit log grew under this append; use Database.begin_write()")
         self.log.saw_size(self.size)

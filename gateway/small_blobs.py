@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.blobs import CHUNK_SIZE, BlobNotFound, BlobRef, BlobStore, check_digest, rechunk
 from gateway.db import Database
+from gateway.driver_sql import DriverStatement
 
 SMALL_BLOB_MAX = 256 * 1024  # an envelope is usually 5 to 50 KB, an evidence about 5 KB
 
@@ -38,8 +39,10 @@ _SELECT = sa.select(small_blobs_table.c.data).where(
     small_blobs_table.c.sha256 == sa.bindparam("sha256")
 )
 _INSERT = {  # a digest already present keeps its row: same digest, same bytes
-    "sqlite": sqlite.insert(small_blobs_table).on_conflict_do_nothing(),
-    "postgresql": postgresql.insert(small_blobs_table).on_conflict_do_nothing(),
+    name: DriverStatement(
+        dialect.insert(small_blobs_table).on_conflict_do_nothing(), ["sha256", "data"]
+    )
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
 
@@ -58,8 +61,7 @@ def keep_small(connection: Connection, blobs: Mapping[str, bytes]) -> None:
     for sha256, data in blobs.items():
         if hashlib.sha256(data).hexdigest() != sha256:
             raise ValueError(f"the bytes given for blob {sha256} have another digest")
-    rows = [{"sha256": d, "data": data} for d, data in blobs.items()]
-    connection.execute(_INSERT[connection.dialect.name], rows)
+    _INSERT[connection.dialect.name].executemany(connection, blobs.items())
 
 
 def stage(blobs: BlobStore, data: bytes, staged: dict[str, bytes]) -> str:

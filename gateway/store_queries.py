@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gateway.db import Database
+from gateway.driver_sql import DriverStatement
 from gateway.model import Status, StatusChange
 from gateway.store_records import (
     AttachmentRecord,
@@ -33,10 +34,14 @@ from gateway.store_records import (
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
-# The lookups of every submission, built once (a reused statement keeps its compiled form).
-_FIRST_ANSWER = sa.select(submissions_table).where(
-    submissions_table.c.authority_id == sa.bindparam("authority_id"),
-    submissions_table.c.message_id == sa.bindparam("message_id"),
+# The lookups of every submission, built once (a reused statement keeps its compiled form);
+# the first answer's runs on the driver's cursor (gateway.driver_sql).
+_FIRST_ANSWER = DriverStatement(
+    sa.select(submissions_table).where(
+        submissions_table.c.authority_id == sa.bindparam("authority_id"),
+        submissions_table.c.message_id == sa.bindparam("message_id"),
+    ),
+    ["authority_id", "message_id"],
 )
 _MESSAGE = sa.select(messages_table).where(
     messages_table.c.message_id == sa.bindparam("message_id")
@@ -50,8 +55,9 @@ class MessageReader:
         self.db = db
 
     def first_answer(self, authority_id: str, message_id: str) -> FirstAnswer | None:
-        with self.db.begin_read() as connection:
-            return self._first_answer(connection, authority_id, message_id)
+        # Looked up before every submission is verified: one statement, no transaction around it.
+        rows = _FIRST_ANSWER.read(self.db.engine, (authority_id, message_id))
+        return first_answer_from(rows[0]) if rows else None
 
     def message(self, message_id: str) -> Message | None:
         with self.db.begin_read() as connection:
@@ -135,9 +141,8 @@ class MessageReader:
     def _first_answer(
         connection: Connection, authority_id: str, message_id: str
     ) -> FirstAnswer | None:
-        params = {"authority_id": authority_id, "message_id": message_id}
-        row = connection.execute(_FIRST_ANSWER, params).one_or_none()
-        return None if row is None else first_answer_from(row)
+        rows = _FIRST_ANSWER.rows(connection, (authority_id, message_id))
+        return first_answer_from(rows[0]) if rows else None
 
     @staticmethod
     def message_in(connection: Connection, message_id: str) -> Message:

@@ -8,7 +8,7 @@ each submission, for idempotency), ``messages``, ``status_history``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -196,6 +196,21 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def to_text(value: datetime | None) -> str | None:
+            # The text SQLAlchemy's SQLite DATETIME stores ("2026-11-22 10:00:00.000000")
+            # in one step: every acceptance stores ten times.
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise StoreError("a stored time must carry its time zone")
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # less "+00:00"
+
+        return to_text
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
@@ -320,14 +335,16 @@ def message_from(row: sa.Row[Any]) -> Message:
     )
 
 
-def first_answer_from(row: sa.Row[Any]) -> FirstAnswer:
+def first_answer_from(row: Sequence[Any]) -> FirstAnswer:
+    """From a row of every ``submissions`` column, in the table's order."""
+    submission_id, authority_id, message_id, envelope_sha256, status, body, media, at = row
     return FirstAnswer(
-        submission_id=row.id,
-        authority_id=row.authority_id,
-        message_id=row.message_id,
-        envelope_sha256=row.envelope_sha256,
-        answer=Answer(row.http_status, bytes(row.response_body), row.response_type),
-        created_at=row.created_at,
+        submission_id=submission_id,
+        authority_id=authority_id,
+        message_id=message_id,
+        envelope_sha256=envelope_sha256,
+        answer=Answer(status, bytes(body), media),
+        created_at=at,
     )
 
 

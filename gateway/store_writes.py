@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from gateway.audit import JSON, AuditEvent, AuditLog
 from gateway.blobs import BlobStore
 from gateway.db import Database
+from gateway.driver_sql import DriverStatement
 from gateway.group_commit import GroupCommit
 from gateway.model import Status, StatusChange, check_transition
 from gateway.small_blobs import keep_small
@@ -51,14 +52,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# Built once: a statement object reused keeps its compiled form and cache key,
-# where ``insert().values(...)`` built anew costs more than the row it writes.
-_INSERT_SUBMISSION = submissions_table.insert()
-_INSERT_MESSAGE = messages_table.insert()
-_INSERT_HISTORY = history_table.insert()
-_INSERT_ATTACHMENT = attachments_table.insert()
-_INSERT_EVIDENCE = evidences_table.insert()
-_INSERT_OUTBOX = outbox_table.insert()
+# Run on the driver's cursor (gateway.driver_sql): the hot path of every acceptance.
+_INSERT_SUBMISSION = DriverStatement(
+    submissions_table.insert(),
+    ["id", "authority_id", "message_id", "envelope_sha256", "http_status", "response_body",
+     "response_type", "created_at"],
+)  # fmt: skip
+_INSERT_MESSAGE = DriverStatement(
+    messages_table.insert(),
+    ["message_id", "submission_id", "direction", "sender_id", "recipient_id", "conversation_id",
+     "kind", "request_type", "legal_basis", "status", "envelope_sha256", "verdict_json",
+     "created_at", "updated_at", "in_reply_to", "arrived_via", "route"],
+)  # fmt: skip
+_INSERT_HISTORY = DriverStatement(
+    history_table.insert(), ["message_id", "seq", "status", "at", "reason", "audit_index"]
+)
+_INSERT_ATTACHMENT = DriverStatement(
+    attachments_table.insert(),
+    ["message_id", "content_id", "file_name", "media_type", "size", "sha256", "verdict_json"],
+)
+_INSERT_EVIDENCE = DriverStatement(
+    evidences_table.insert(),
+    ["evidence_id", "message_id", "type", "issued_at", "sha256", "subject_sha256"],
+)
+_INSERT_OUTBOX = DriverStatement(
+    outbox_table.insert(),
+    ["id", "message_id", "kind", "evidence_id", "channel", "attempts", "next_attempt_at",
+     "created_at"],
+)  # fmt: skip
 _EXISTS = sa.select(messages_table.c.message_id).where(
     messages_table.c.message_id == sa.bindparam("message_id")
 )
@@ -182,19 +203,12 @@ class MessageWriter(MessageReader):
             answer=submission.answer,
             created_at=now,
         )
-        connection.execute(
-            _INSERT_SUBMISSION,
-            dict(
-                id=first.submission_id,
-                authority_id=first.authority_id,
-                message_id=first.message_id,
-                envelope_sha256=first.envelope_sha256,
-                http_status=first.answer.http_status,
-                response_body=first.answer.body,
-                response_type=first.answer.media_type,
-                created_at=now,
-            ),
-        )
+        answer = first.answer
+        _INSERT_SUBMISSION.execute(
+            connection,
+            (first.submission_id, first.authority_id, first.message_id, first.envelope_sha256,
+             answer.http_status, answer.body, answer.media_type, now),
+        )  # fmt: skip
         if message is None:
             details: dict[str, JSON] = {
                 "submission_id": first.submission_id,
@@ -262,47 +276,26 @@ class MessageWriter(MessageReader):
                 self._history_row(message.message_id, seq, status, at, reason, ref.index)
             )
             current = status
-        connection.execute(
-            _INSERT_MESSAGE,
-            dict(
-                message_id=message.message_id,
-                submission_id=first.submission_id,
-                direction=message.direction.value,
-                sender_id=message.sender_id,
-                recipient_id=message.recipient_id,
-                conversation_id=message.conversation_id,
-                kind=message.kind,
-                request_type=message.request_type,
-                legal_basis=message.legal_basis,
-                status=current.value,
-                envelope_sha256=message.envelope_sha256,
-                verdict_json=verdict_json(message.verdict),
-                created_at=now,
-                updated_at=at,
-                in_reply_to=message.in_reply_to,
-                arrived_via=message.arrived_via,
-                route=message.route,
-            ),
-        )
-        connection.execute(_INSERT_HISTORY, history)
+        _INSERT_MESSAGE.execute(
+            connection,
+            (message.message_id, first.submission_id, message.direction.value, message.sender_id,
+             message.recipient_id, message.conversation_id, message.kind, message.request_type,
+             message.legal_basis, current.value, message.envelope_sha256,
+             verdict_json(message.verdict), now, at, message.in_reply_to, message.arrived_via,
+             message.route),
+        )  # fmt: skip
+        _INSERT_HISTORY.executemany(connection, history)
         if submission.outbox is not None:
             self._enqueue(connection, message.message_id, submission.outbox, now)
         if submission.notice is not None:
             self._enqueue(connection, message.message_id, submission.notice, now)
         if submission.attachments:
             rows = [
-                {
-                    "message_id": message.message_id,
-                    "content_id": a.content_id,
-                    "file_name": a.file_name,
-                    "media_type": a.media_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                    "verdict_json": verdict_json(a.verdict),
-                }
+                (message.message_id, a.content_id, a.file_name, a.media_type, a.size, a.sha256,
+                 verdict_json(a.verdict))
                 for a in submission.attachments
-            ]
-            connection.execute(_INSERT_ATTACHMENT, rows)
+            ]  # fmt: skip
+            _INSERT_ATTACHMENT.executemany(connection, rows)
         if submission.evidences:
             evidences = submission.evidences
             self.insert_evidences(connection, message.message_id, evidences, self.gateway_id)
@@ -315,11 +308,9 @@ class MessageWriter(MessageReader):
         at: datetime,
         reason: str | None,
         audit_index: int,
-    ) -> dict[str, object]:
-        return {
-            "message_id": message_id, "seq": seq, "status": status.value, "at": at,
-            "reason": reason, "audit_index": audit_index,
-        }  # fmt: skip
+    ) -> tuple[object, ...]:
+        """A row of ``_INSERT_HISTORY``."""
+        return (message_id, seq, status.value, at, reason, audit_index)
 
     def insert_evidence(
         self, connection: Connection, message_id: str, evidence: EvidenceRecord, actor: str
@@ -338,11 +329,10 @@ class MessageWriter(MessageReader):
         """Keep evidences about a message in one statement, each audited, in order;
         returns their audit entries' indexes."""
         rows = [
-            {"evidence_id": e.evidence_id, "message_id": message_id, "type": e.type.value,
-             "issued_at": e.issued_at, "sha256": e.sha256, "subject_sha256": e.subject_sha256}
+            (e.evidence_id, message_id, e.type.value, e.issued_at, e.sha256, e.subject_sha256)
             for e in evidences
-        ]  # fmt: skip
-        connection.execute(_INSERT_EVIDENCE, rows)
+        ]
+        _INSERT_EVIDENCE.executemany(connection, rows)
         indexes = []
         for e in evidences:
             details: Mapping[str, JSON] = {
@@ -359,12 +349,10 @@ class MessageWriter(MessageReader):
     def _enqueue(
         connection: Connection, message_id: str, entry: OutboxEntry, now: datetime
     ) -> None:
-        connection.execute(
-            _INSERT_OUTBOX, dict(
-                id=str(uuid.uuid4()), message_id=message_id, kind=entry.kind,
-                evidence_id=entry.evidence_id, channel=entry.channel, attempts=0,
-                next_attempt_at=now, created_at=now,
-            )
+        _INSERT_OUTBOX.execute(
+            connection,
+            (str(uuid.uuid4()), message_id, entry.kind, entry.evidence_id, entry.channel, 0, now,
+             now),
         )  # fmt: skip
 
     @staticmethod
@@ -407,5 +395,5 @@ class MessageWriter(MessageReader):
             .where(history_table.c.message_id == message.message_id)
         ).scalar_one()
         row = self._history_row(message.message_id, int(seq), new_status, at, reason, ref.index)
-        connection.execute(_INSERT_HISTORY, row)
+        _INSERT_HISTORY.execute(connection, row)
         return StatusChange(new_status, at, reason, ref.index)
