@@ -5,6 +5,7 @@ Both the XAdES signer and the verifier use these; nothing here decides trust.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
@@ -142,12 +143,26 @@ def canonicalize(node: etree._Element, method: C14N, *, with_comments: bool | No
     libxml2 2.14 canonicalize an element that is not the root wrongly when a
     default namespace is declared above it (its grandchildren get
     ``xmlns=""``), which breaks every XML-DSig that uses ``xmlns=`` for ds.
-    Serializing the element declares all its in-scope namespaces on it.
     """
     comments = method.with_comments if with_comments is None else with_comments
     if node.getparent() is not None:
-        node = etree.fromstring(etree.tostring(node, with_tail=False), parser=_REPARSER)
+        node = _as_root(node, method)
     return etree.tostring(node, method="c14n", exclusive=method.exclusive, with_comments=comments)
+
+
+def _as_root(node: etree._Element, method: C14N) -> etree._Element:
+    """A copy of ``node`` as the root of a document of its own, with the same in-scope namespaces.
+
+    A deep copy declares on its root the outside namespaces its elements and
+    attributes use, which is all that exclusive c14n prints; inclusive c14n
+    prints every in-scope namespace, so when the copy lacks one, the element
+    is serialized (which declares them all) and read back instead.
+    """
+    copied = copy.deepcopy(node)
+    copied.tail = None  # a tail is a sibling of the new root, and lxml c14n then copies it again
+    if method.exclusive or copied.nsmap == node.nsmap:
+        return copied
+    return etree.fromstring(etree.tostring(node, with_tail=False), parser=_REPARSER)
 
 
 def digest(data: bytes, method: Digest) -> bytes:
