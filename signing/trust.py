@@ -19,7 +19,7 @@ Revocation policy (stated, as the issue asks):
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -196,6 +196,13 @@ def _chain_failure(cert: x509.Certificate, exc: Exception) -> ChainResult:
     raise AssertionError("unreachable: the table ends with Exception")
 
 
+# The verdict cache names each certificate by its SHA-256 (of the DER); the same
+# few certificates come with every document, so each object's is worked out once.
+@functools.lru_cache(maxsize=256)
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
 class _Parsed(threading.local):
     """One thread's asn1crypto certificates, parsed once and kept.
 
@@ -233,12 +240,7 @@ class TrustEngine:
         at: datetime | None = None,
     ) -> ChainResult:
         """Judge ``cert`` for ``purpose`` at time ``at`` (now when None)."""
-        key = (
-            hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
-            tuple(c.fingerprint(hashes.SHA256()) for c in intermediates),
-            purpose,
-            at,
-        )
+        key = (_fingerprint(cert), tuple(map(_fingerprint, intermediates)), purpose, at)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and (at is not None or cached[0] > now):
