@@ -1,11 +1,12 @@
-"""XML-DSig primitives: canonicalization of a subtree."""
+"""XML-DSig primitives: digests, and canonicalization of a subtree."""
 
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from lxml import etree
 
-from signing.xmldsig import C14N, canonicalize
+from signing.xmldsig import C14N, Digest, canonicalize, digest
 
 # A default namespace and unused prefixes above the subtrees, comments, a PI, tails, xml:lang.
 DOCUMENT = b"""<?xml version="1.0"?>
@@ -38,3 +39,11 @@ def test_grandchildren_keep_the_default_namespace_of_an_ancestor():
     octets = canonicalize(a, C14N.EXC)
     assert octets.startswith(b'<p:a xmlns:p="urn:p" a="&#xD;2" z="1"><b xmlns="urn:default">')
     assert b'xmlns=""' not in octets
+
+
+@pytest.mark.parametrize("method", list(Digest))
+def test_each_digest_is_the_algorithm_its_uri_names(method):
+    data = bytes(range(256)) * 9
+    h = hashes.Hash(getattr(hashes, method.name)())
+    h.update(data)
+    assert digest(data, method) == h.finalize()
