@@ -19,7 +19,7 @@ Revocation policy (stated, as the issue asks):
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -196,11 +196,31 @@ def _chain_failure(cert: x509.Certificate, exc: Exception) -> ChainResult:
     raise AssertionError("unreachable: the table ends with Exception")
 
 
-# The verdict cache names each certificate by its SHA-256 (of the DER); the same
-# few certificates come with every document, so each object's is worked out once.
-@functools.lru_cache(maxsize=256)
-def _fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes.SHA256())
+class _Fingerprints:
+    """The SHA-256 of each certificate's DER, which names it in the verdict cache.
+
+    The same few certificates come with every document, so the digest of
+    each one of a real size is kept (bounded): re-encoding a certificate costs
+    more than looking it up.
+    """
+
+    KEPT_BYTES = 16 * 1024
+    KEPT = 256
+
+    def __init__(self) -> None:
+        self._known: dict[x509.Certificate, bytes] = {}  # keyed by content (hash and ==)
+
+    def of(self, cert: x509.Certificate) -> bytes:
+        known = self._known.get(cert)
+        if known is not None:
+            return known
+        der = cert.public_bytes(Encoding.DER)
+        fingerprint = hashlib.sha256(der).digest()
+        if len(der) <= self.KEPT_BYTES:
+            if len(self._known) >= self.KEPT:
+                self._known.clear()
+            self._known[cert] = fingerprint
+        return fingerprint
 
 
 class _Parsed(threading.local):
@@ -230,6 +250,7 @@ class TrustEngine:
         self.policy = policy
         self._cache: dict[tuple[object, ...], tuple[float, ChainResult]] = {}
         self._parsed = _Parsed(policy.anchors)
+        self._fingerprints = _Fingerprints()
 
     def validate(
         self,
@@ -240,7 +261,8 @@ class TrustEngine:
         at: datetime | None = None,
     ) -> ChainResult:
         """Judge ``cert`` for ``purpose`` at time ``at`` (now when None)."""
-        key = (_fingerprint(cert), tuple(map(_fingerprint, intermediates)), purpose, at)
+        fingerprint = self._fingerprints.of
+        key = (fingerprint(cert), tuple(map(fingerprint, intermediates)), purpose, at)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and (at is not None or cached[0] > now):

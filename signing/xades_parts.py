@@ -64,12 +64,20 @@ class EmbeddedCertificate:
     der: bytes  # as cryptography writes the certificate: what a CertDigest is computed over
 
 
-# A gateway sees the certificates of a few signers again and again: each
-# encoding is parsed, and written back as DER, once (certificates are immutable).
-@functools.lru_cache(maxsize=256)
-def _parsed(encoded: bytes) -> tuple[x509.Certificate, bytes]:
+def _parse(encoded: bytes) -> tuple[x509.Certificate, bytes]:
     cert = x509.load_der_x509_certificate(encoded)
     return cert, cert.public_bytes(Encoding.DER)
+
+
+# A gateway sees the certificates of a few signers again and again: each is
+# parsed, and written back as DER, once (certificates are immutable). Only
+# certificates of a real size are kept, so that what is kept stays small.
+_parse_kept = functools.lru_cache(maxsize=256)(_parse)
+_KEPT_BYTES = 16 * 1024
+
+
+def _parsed(encoded: bytes) -> tuple[x509.Certificate, bytes]:
+    return _parse_kept(encoded) if len(encoded) <= _KEPT_BYTES else _parse(encoded)
 
 
 def certificates(signature: etree._Element) -> list[EmbeddedCertificate]:
