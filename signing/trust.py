@@ -196,6 +196,33 @@ def _chain_failure(cert: x509.Certificate, exc: Exception) -> ChainResult:
     raise AssertionError("unreachable: the table ends with Exception")
 
 
+class _Fingerprints:
+    """The SHA-256 of each certificate's DER, which names it in the verdict cache.
+
+    The same few certificates come with every document, so the digest of
+    each one of a real size is kept (bounded): re-encoding a certificate costs
+    more than looking it up.
+    """
+
+    KEPT_BYTES = 16 * 1024
+    KEPT = 256
+
+    def __init__(self) -> None:
+        self._known: dict[x509.Certificate, bytes] = {}  # keyed by content (hash and ==)
+
+    def of(self, cert: x509.Certificate) -> bytes:
+        known = self._known.get(cert)
+        if known is not None:
+            return known
+        der = cert.public_bytes(Encoding.DER)
+        fingerprint = hashlib.sha256(der).digest()
+        if len(der) <= self.KEPT_BYTES:
+            if len(self._known) >= self.KEPT:
+                self._known.clear()
+            self._known[cert] = fingerprint
+        return fingerprint
+
+
 class _Parsed(threading.local):
     """One thread's asn1crypto certificates, parsed once and kept.
 
@@ -223,6 +250,7 @@ class TrustEngine:
         self.policy = policy
         self._cache: dict[tuple[object, ...], tuple[float, ChainResult]] = {}
         self._parsed = _Parsed(policy.anchors)
+        self._fingerprints = _Fingerprints()
 
     def validate(
         self,
@@ -233,12 +261,8 @@ class TrustEngine:
         at: datetime | None = None,
     ) -> ChainResult:
         """Judge ``cert`` for ``purpose`` at time ``at`` (now when None)."""
-        key = (
-            hashlib.sha256(cert.public_bytes(Encoding.DER)).digest(),
-            tuple(c.fingerprint(hashes.SHA256()) for c in intermediates),
-            purpose,
-            at,
-        )
+        fingerprint = self._fingerprints.of
+        key = (fingerprint(cert), tuple(map(fingerprint, intermediates)), purpose, at)
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached is not None and (at is not None or cached[0] > now):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -55,11 +56,35 @@ def b64(text: str | None, what: str) -> bytes:
         raise FormatProblem(f"{what} is not valid base64") from None
 
 
-def certificates(signature: etree._Element) -> list[x509.Certificate]:
+@dataclass(frozen=True, eq=False)
+class EmbeddedCertificate:
+    """One X509Certificate of KeyInfo (one object per place: a certificate given twice is two)."""
+
+    cert: x509.Certificate
+    der: bytes  # as cryptography writes the certificate: what a CertDigest is computed over
+
+
+def _parse(encoded: bytes) -> tuple[x509.Certificate, bytes]:
+    cert = x509.load_der_x509_certificate(encoded)
+    return cert, cert.public_bytes(Encoding.DER)
+
+
+# A gateway sees the certificates of a few signers again and again: each is
+# parsed, and written back as DER, once (certificates are immutable). Only
+# certificates of a real size are kept, so that what is kept stays small.
+_parse_kept = functools.lru_cache(maxsize=256)(_parse)
+_KEPT_BYTES = 16 * 1024
+
+
+def _parsed(encoded: bytes) -> tuple[x509.Certificate, bytes]:
+    return _parse_kept(encoded) if len(encoded) <= _KEPT_BYTES else _parse(encoded)
+
+
+def certificates(signature: etree._Element) -> list[EmbeddedCertificate]:
     certs = []
     for node in signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _Q):
         try:
-            certs.append(x509.load_der_x509_certificate(b64(node.text, "an X509Certificate")))
+            certs.append(EmbeddedCertificate(*_parsed(b64(node.text, "an X509Certificate"))))
         except ValueError:
             raise FormatProblem("an X509Certificate in KeyInfo cannot be parsed") from None
     return certs
@@ -105,8 +130,8 @@ def signed_properties(signature: etree._Element) -> etree._Element | None:
 
 
 def signing_cert_from_property(
-    props: etree._Element, certs: list[x509.Certificate]
-) -> tuple[x509.Certificate | None, Verdict | None, bool]:
+    props: etree._Element, certs: list[EmbeddedCertificate]
+) -> tuple[EmbeddedCertificate | None, Verdict | None, bool]:
     """The certificate the signed property names, a verdict if it fails, and weak-digest flag."""
     cert_refs = props.findall(
         "xades:SignedSignatureProperties/xades:SigningCertificateV2/xades:Cert", _Q
@@ -130,7 +155,7 @@ def signing_cert_from_property(
     )
     expected = b64(ref.findtext("xades:CertDigest/ds:DigestValue", None, _Q), "CertDigest")
     for cert in certs:
-        if digest(cert.public_bytes(Encoding.DER), method) == expected:
+        if digest(cert.der, method) == expected:
             return cert, None, method.weak
     return (
         None,

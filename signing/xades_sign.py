@@ -57,30 +57,37 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+_Slots = dict[str, etree._Element]
+
+
 @dataclass(frozen=True)
 class _Template:
     """One signer's signature with the values of each signature left empty.
 
     Each signature copies it (a C-level deep copy instead of some thirty
     SubElement calls) and fills in ``slots``, the elements that differ, found
-    by their position in document order. The copies are the children of
-    ds:Signature and of xades:QualifyingProperties, which ``sign_tree``
-    creates itself so that their prefixes are declared as before, whatever
-    the document declares.
+    by their position in document order. SignedInfo and SignedProperties are
+    each the root of a document of their own, so their copies are
+    canonicalized as they stand (exclusive c14n prints the same namespaces
+    wherever they are) before ``sign_tree`` moves them into place; it creates
+    ds:Signature and xades:QualifyingProperties itself, so that their
+    prefixes are declared as before, whatever the document declares.
     """
 
-    signature: etree._Element  # ds:Signature of its own; never changed, only copied
-    qualifying: etree._Element  # xades:QualifyingProperties of its own, likewise
-    slots: dict[str, int]  # position in signature.iter() then qualifying.iter()
+    signed_info: etree._Element  # ds:SignedInfo of its own; never changed, only copied
+    signature: etree._Element  # ds:Signature holding SignatureValue, KeyInfo and Object, likewise
+    signed_props: etree._Element  # xades:SignedProperties of its own, likewise
+    slots: dict[str, int]  # position in the three trees' iter(), one after the other
     method: SignatureMethod
 
-    def copy(self) -> tuple[list[etree._Element], list[etree._Element], dict[str, etree._Element]]:
-        """The children of ds:Signature and of QualifyingProperties, and the slots among them."""
+    def copy(self) -> tuple[etree._Element, list[etree._Element], etree._Element, _Slots]:
+        """SignedInfo, the other children of ds:Signature, SignedProperties, and the slots."""
+        signed_info = copy.deepcopy(self.signed_info)
         signature = copy.deepcopy(self.signature)
-        qualifying = copy.deepcopy(self.qualifying)
-        elements = [*signature.iter(), *qualifying.iter()]
+        signed_props = copy.deepcopy(self.signed_props)
+        elements = [*signed_info.iter(), *signature.iter(), *signed_props.iter()]
         slot = {name: elements[at] for name, at in self.slots.items()}
-        return list(signature), list(qualifying), slot
+        return signed_info, list(signature), signed_props, slot
 
 
 @functools.lru_cache(maxsize=64)  # a gateway signs with one key and certificate, many times
@@ -93,8 +100,7 @@ def _template(signer: Signer) -> _Template:
     ders = [c.public_bytes(Encoding.DER) for c in (signer.cert, *signer.chain)]
     sig_method = method_for(signer.key)
     c14n = C14N.EXC.value
-    signature = etree.Element(f"{{{DS}}}Signature", nsmap={"ds": DS})
-    signed_info = _el(signature, DS, "SignedInfo")
+    signed_info = etree.Element(f"{{{DS}}}SignedInfo", nsmap={"ds": DS})
     _el(signed_info, DS, "CanonicalizationMethod", Algorithm=c14n)
     _el(signed_info, DS, "SignatureMethod", Algorithm=sig_method.value)
     doc_ref = _el(signed_info, DS, "Reference", Id="", URI="")
@@ -107,14 +113,17 @@ def _template(signer: Signer) -> _Template:
     _el(_el(props_ref, DS, "Transforms"), DS, "Transform", Algorithm=c14n)
     _el(props_ref, DS, "DigestMethod", Algorithm=Digest.SHA256.value)
     props_digest = _el(props_ref, DS, "DigestValue")
+
+    signature = etree.Element(f"{{{DS}}}Signature", nsmap={"ds": DS})
     value = _el(signature, DS, "SignatureValue", Id="")
     x509_data = _el(_el(signature, DS, "KeyInfo"), DS, "X509Data")
     for der in ders:
         _el(x509_data, DS, "X509Certificate", _b64(der))
     obj = _el(signature, DS, "Object")
 
-    qualifying = etree.Element(f"{{{XADES}}}QualifyingProperties", nsmap={"xades": XADES})
-    signed_props = _el(qualifying, XADES, "SignedProperties", Id="")
+    signed_props = etree.Element(
+        f"{{{XADES}}}SignedProperties", {"Id": ""}, nsmap={"xades": XADES, "ds": DS}
+    )
     sig_props = _el(signed_props, XADES, "SignedSignatureProperties")
     signing_time = _el(sig_props, XADES, "SigningTime")
     cert_el = _el(_el(sig_props, XADES, "SigningCertificateV2"), XADES, "Cert")
@@ -127,20 +136,23 @@ def _template(signer: Signer) -> _Template:
     _el(data_format, XADES, "MimeType", "text/xml")
 
     slots = {
-        "signed_info": signed_info,
         "doc_ref": doc_ref,
         "doc_digest": doc_digest,
         "props_ref": props_ref,
         "props_digest": props_digest,
         "value": value,
         "object": obj,
-        "signed_props": signed_props,
         "signing_time": signing_time,
         "data_format": data_format,
     }
-    order = {element: at for at, element in enumerate([*signature.iter(), *qualifying.iter()])}
+    trees = [*signed_info.iter(), *signature.iter(), *signed_props.iter()]
+    order = {element: at for at, element in enumerate(trees)}
     return _Template(
-        signature, qualifying, {name: order[e] for name, e in slots.items()}, sig_method
+        signed_info,
+        signature,
+        signed_props,
+        {name: order[e] for name, e in slots.items()},
+        sig_method,
     )
 
 
@@ -190,35 +202,35 @@ def sign_tree(
     _check_level(level, timestamper)
     if root.getparent() is not None:
         raise SigningError("cannot sign: the element is not the root of its document")
-    if root.find(f".//{{{DS}}}Signature") is not None:
+    if next(root.iterdescendants(f"{{{DS}}}Signature"), None) is not None:
         raise SigningError("the document is already signed; Rogatory signs a document once")
     template = _template(signer)
     method = C14N.EXC
     doc_digest = digest(canonicalize_document(root, method), Digest.SHA256)
 
     sig_id = "sig-" + secrets.token_hex(8)
-    signature_parts, properties, slot = template.copy()
-    signature = etree.SubElement(root, f"{{{DS}}}Signature", {"Id": sig_id}, nsmap={"ds": DS})
-    signature.extend(signature_parts)
-    qualifying = etree.SubElement(
-        slot["object"], f"{{{XADES}}}QualifyingProperties", {"Target": f"#{sig_id}"},
-        nsmap={"xades": XADES},
-    )  # fmt: skip
-    qualifying.extend(properties)
+    signed_info, signature_parts, signed_props, slot = template.copy()
     slot["doc_ref"].set("Id", f"{sig_id}-ref-doc")
     slot["doc_digest"].text = _b64(doc_digest)
     slot["props_ref"].set("URI", f"#{sig_id}-signedprops")
     value_el = slot["value"]
     value_el.set("Id", f"{sig_id}-value")
-    signed_props = slot["signed_props"]
     signed_props.set("Id", f"{sig_id}-signedprops")
     when = (signing_time or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     slot["signing_time"].text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     slot["data_format"].set("ObjectReference", f"#{sig_id}-ref-doc")
-
     slot["props_digest"].text = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
-    signed_info = canonicalize(slot["signed_info"], method)
-    value_el.text = _b64(sign_raw(signer.key, template.method, signed_info))
+    signed_info_octets = canonicalize(signed_info, method)
+
+    signature = etree.SubElement(root, f"{{{DS}}}Signature", {"Id": sig_id}, nsmap={"ds": DS})
+    signature.append(signed_info)
+    signature.extend(signature_parts)
+    qualifying = etree.SubElement(
+        slot["object"], f"{{{XADES}}}QualifyingProperties", {"Target": f"#{sig_id}"},
+        nsmap={"xades": XADES},
+    )  # fmt: skip
+    qualifying.append(signed_props)
+    value_el.text = _b64(sign_raw(signer.key, template.method, signed_info_octets))
 
     if level is Level.B_T:
         assert timestamper is not None

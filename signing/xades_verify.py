@@ -20,6 +20,7 @@ from .references import Dereferenced, ReferenceError_, apply_transforms, derefer
 from .trust import KeyPurpose, TrustEngine, describe
 from .verdict import SignatureReport, SubIndication, Verdict, worst
 from .xades_parts import (
+    EmbeddedCertificate,
     FormatProblem,
     b64,
     certificates,
@@ -170,7 +171,7 @@ def _verify(
 
     certs = certificates(signature)
     props = signed_properties(signature)
-    signing_cert: x509.Certificate | None = None
+    signing_cert: EmbeddedCertificate | None = None
     signed_props: etree._Element | None = None
     uncovered_props: Verdict | None = None
     if props is not None:
@@ -195,14 +196,15 @@ def _verify(
         candidates = [signing_cert] if signing_cert is not None else []
     else:
         candidates = certs
-    verified_with: x509.Certificate | None = None
-    for cert in candidates:
+    verified: EmbeddedCertificate | None = None
+    for candidate in candidates:
         try:
-            verify_raw(public_key(cert), sig_method, value, signed_info_octets)
-            verified_with = cert
+            verify_raw(public_key(candidate.cert), sig_method, value, signed_info_octets)
+            verified = candidate
             break
         except InvalidSignature:
             continue
+    verified_with = verified.cert if verified is not None else None
     if verified_with is None and candidates:
         verdicts.append(
             Verdict.failed(
@@ -257,7 +259,7 @@ def _verify(
     chain_names: tuple[str, ...] = ()
     revocation = None
     if verified_with is not None and engine is not None:
-        others = [c for c in certs if c is not verified_with]
+        others = [c.cert for c in certs if c is not verified]
         try:
             result = engine.validate(verified_with, others, purpose=KeyPurpose.SIGNING, at=at)
         except ValueError as exc:  # an extension the certificate parser refuses

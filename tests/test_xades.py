@@ -230,6 +230,19 @@ def test_signing_certificate_property_must_match_the_key_info(pki, signed_envelo
     assert sub is SubIndication.NO_SIGNING_CERTIFICATE_FOUND
 
 
+def test_a_certificate_given_twice_in_key_info_is_read_twice(es_signer, signed_envelope, engine):
+    from signing.xades_parts import certificates
+
+    root = tree(signed_envelope)
+    first = root.find(".//ds:X509Certificate", NS)
+    first.addnext(etree.fromstring(etree.tostring(first)))
+    read = certificates(root.find("ds:Signature", NS))
+    der = es_signer.cert.public_bytes(Encoding.DER)
+    assert len(read) == 3 and read[0] is not read[1]
+    assert read[0].der == read[1].der == der and read[0].cert == es_signer.cert
+    assert check(dump(root), engine)[0] is Indication.TOTAL_PASSED
+
+
 def test_revoked_certificate_fails(tmp_path, envelope):
     from tests.servers import revocation_server
 

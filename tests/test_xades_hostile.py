@@ -301,3 +301,30 @@ def test_comment_splitting_text_leaves_the_signed_document_whole(
     signed = parse_xml(verified.signed_document).findall(f".//{{{ENV_NS}}}Article")
     assert [a.text for a in signed] == ["1", "18"]
     assert all(len(a) == 0 for a in signed)
+
+
+def test_an_oversized_key_info_certificate_is_judged_but_not_kept(
+    envelope: bytes, engine: TrustEngine
+) -> None:
+    """Parsed certificates and their digests are kept for speed, but only of a real size."""
+    from signing.xades_parts import _parse_kept
+    from signing.xades_sign import Level
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "big")])
+    now = datetime.now(UTC)
+    big = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(8)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=10))
+        .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4"), b"x" * 40_000),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    data = sign_xml(envelope, Signer(key, big, ()), level=Level.B_B)
+    _parse_kept.cache_clear()
+    report = verify_envelope(data, engine)
+    # The chain was judged (a self-signed stranger), from a certificate kept nowhere.
+    assert report.verdict.subindication is SubIndication.NO_CERTIFICATE_CHAIN_FOUND
+    assert _parse_kept.cache_info().currsize == 0
+    assert big not in engine._fingerprints._known
