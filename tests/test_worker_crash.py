@@ -77,16 +77,29 @@ def test_worker_killed_at_random_points_loses_nothing_and_delivers_nothing_twice
 
         rng = random.Random(int(os.environ.get("ROGATORY_CRASH_SEED", "5")))
         log = tmp_path / "worker.log"
-        kills = 0
+
+        def delivered() -> int:
+            return sum(
+                es_services.store.message(i).status is Status.DELIVERED  # type: ignore[union-attr]
+                for i in ids
+            )
+
+        kills_while_sending = 0
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        for _ in range(8):
+            before = delivered()
             worker = _worker(es, log)
-            time.sleep(rng.uniform(0.4, 1.6))  # the import takes ~0.4 s; then it sends
+            # Kill it while it sends, however fast it is: at a random moment soon after it
+            # has delivered something (its start-up, imports included, takes ~0.4 s).
+            while delivered() == before and worker.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.1))
+            sending = delivered() < MESSAGES
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-            kills += 1
-            statuses = {es_services.store.message(i).status for i in ids}  # type: ignore[union-attr]
-            if statuses == {Status.DELIVERED} or kills >= 8:
+            kills_while_sending += sending
+            if not sending:
                 break
         # Then a worker that is left alone drains what is left.
         worker = _worker(es, log)
@@ -96,7 +109,7 @@ def test_worker_killed_at_random_points_loses_nothing_and_delivers_nothing_twice
             time.sleep(0.2)
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
-        assert kills >= 2
+        assert kills_while_sending >= 2, kills_while_sending
 
         for message_id in ids:
             sent = es_services.store.message(message_id)
