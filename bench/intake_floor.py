@@ -370,8 +370,11 @@ def main() -> None:
         sample_fields, sample_evidences = floor.check_and_sign(sample)
 
         def store_alone() -> None:
+            # Fresh ids and bytes, so every blob is a new row, as in an acceptance.
+            fresh = uuid.uuid4().bytes
             fields = dict(sample_fields, message_id=str(uuid.uuid4()))
-            floor.store(sample, fields, [(str(uuid.uuid4()), b) for _, b in sample_evidences])
+            evidences = [(str(uuid.uuid4()), b + fresh) for _, b in sample_evidences]
+            floor.store(sample + fresh, fields, evidences)
 
         def grouped() -> None:
             floor.accept_group([next(bodies) for _ in range(GROUP)])
