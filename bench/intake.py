@@ -212,6 +212,16 @@ def tls_context(data_dir: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(data_dir / "pki" / "root-ca.pem"))
 
 
+def in_process_gateway(data_dir: Path) -> tuple[Any, dict[str, str]]:
+    """The gateway on the development defaults in ``data_dir``, in this process:
+    Flask's test client and the headers of an ES-MJ envelope post."""
+    from gateway.app import create_app
+
+    client = create_app(dev_settings(data_dir, 8443)).test_client()
+    headers = {"Authorization": f"Bearer {token(data_dir)}", "Content-Type": "application/xml"}
+    return client, headers
+
+
 def token(data_dir: Path, authority: str = AUTHORITY) -> str:
     from gateway.bootstrap import read_demo_tokens
 

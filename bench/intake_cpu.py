@@ -44,16 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("rogatory.settings").setLevel(logging.ERROR)
 
-    from gateway.app import create_app
-
     with tempfile.TemporaryDirectory(prefix="rogatory-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        app = create_app(bench.dev_settings(data_dir, 8443))
-        client = app.test_client()
-        headers = {
-            "Authorization": f"Bearer {bench.token(data_dir)}",
-            "Content-Type": "application/xml",
-        }
+        client, headers = bench.in_process_gateway(data_dir)
         rounds = args.rounds + (1 if args.profile else 0)
         print(f"signing {20 + rounds * args.messages} envelopes ...", file=sys.stderr)
         bodies = iter(bench.signed_envelopes(data_dir, 20 + rounds * args.messages))

@@ -334,18 +334,12 @@ def main() -> None:
 
     from flask import Flask, Response, request
 
-    from gateway.app import create_app
     from gateway.xsd import schema_for
     from schemas import schema_path
 
     with tempfile.TemporaryDirectory(prefix="rogatory-floor-") as tmp:
         data_dir = Path(tmp) / "data"
-        app = create_app(bench.dev_settings(data_dir, 8443))
-        client = app.test_client()
-        headers = {
-            "Authorization": f"Bearer {bench.token(data_dir)}",
-            "Content-Type": "application/xml",
-        }
+        client, headers = bench.in_process_gateway(data_dir)
         noop = Flask("noop")
 
         @noop.post(bench.PATH)
