@@ -64,7 +64,7 @@ class DriverStatement:
     def __init__(self, statement: ClauseElement, params: Sequence[str] = ()) -> None:
         self.statement = statement
         self.params = tuple(params)
-        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._compiled: dict[tuple[type[Dialect], str], _Compiled] = {}
 
     def execute(self, connection: Connection, values: Sequence[Any] = ()) -> int:
         """Run the statement once; the driver's row count."""
@@ -127,7 +127,7 @@ class DriverStatement:
         return [compiled.row(row) for row in fetched]
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        key = (dialect.name, dialect.paramstyle)
+        key = (type(dialect), dialect.paramstyle)  # the driver too: psycopg2 casts otherwise
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = self._compile(dialect)

@@ -8,6 +8,7 @@ gw-es, arrived exactly once on gw-ar, and both audit logs verify.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -89,15 +90,19 @@ def test_worker_killed_at_random_points_loses_nothing_and_delivers_nothing_twice
         for _ in range(8):
             before = delivered()
             worker = _worker(es, log)
-            # Kill it while it sends, however fast it is: at a random moment soon after it
-            # has delivered something (its start-up, imports included, takes ~0.4 s).
-            while delivered() == before and worker.poll() is None:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.1))
-            sending = delivered() < MESSAGES
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+            try:
+                # Kill it while it sends, however fast it is: at a random moment soon after
+                # it has delivered something (its start-up, imports included, takes ~0.4 s).
+                while delivered() == before:
+                    assert worker.poll() is None, "the worker exited: " + log.read_text()[-3000:]
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.1))
+                sending = delivered() < MESSAGES
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # already gone: the assert says why
+                    os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
             kills_while_sending += sending
             if not sending:
                 break
