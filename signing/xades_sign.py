@@ -230,6 +230,8 @@ def sign_tree(
         nsmap={"xades": XADES},
     )  # fmt: skip
     qualifying.append(signed_props)
+    if _BOUND_HERE & set(root.nsmap.values()):
+        _check_in_place(signature, signed_info, signed_info_octets, signed_props, slot, method)
     value_el.text = _b64(sign_raw(signer.key, template.method, signed_info_octets))
 
     if level is Level.B_T:
@@ -242,6 +244,43 @@ def sign_tree(
         _el(stamp, DS, "CanonicalizationMethod", Algorithm=method.value)
         _el(stamp, XADES, "EncapsulatedTimeStamp", _b64(token))
     return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
+
+
+_BOUND_HERE = {DS, XADES}
+
+
+def _check_in_place(
+    signature: etree._Element,
+    signed_info: etree._Element,
+    signed_info_octets: bytes,
+    signed_props: etree._Element,
+    slot: dict[str, etree._Element],
+    method: C14N,
+) -> None:
+    """SigningError, and the tree as it was, unless what was signed reads the same in place.
+
+    Where the document already binds the XML-DSig or XAdES namespace, lxml may
+    write the moved SignedInfo or SignedProperties with the document's prefix for
+    it (one URI under two prefixes), and their canonical octets change: the
+    signature would never verify. Better no signature than that one.
+    """
+    props_digest = _b64(digest(canonicalize(signed_props, method), Digest.SHA256))
+    if (
+        canonicalize(signed_info, method) == signed_info_octets
+        and props_digest == slot["props_digest"].text
+    ):
+        return
+    root = signature.getparent()
+    assert root is not None
+    prefixes = sorted(
+        f"{p or '(default)'}={uri}" for p, uri in root.nsmap.items() if uri in _BOUND_HERE
+    )
+    root.remove(signature)
+    raise SigningError(
+        f"cannot sign: the document binds the XML-DSig or XAdES namespace itself "
+        f"({', '.join(prefixes)}) in a way that changes how the signature reads in place, "
+        "so it would never verify; declare each of them under one prefix only, or not at all"
+    )
 
 
 def canonicalize_document(root: etree._Element, method: C14N) -> bytes:

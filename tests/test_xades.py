@@ -13,6 +13,7 @@ from lxml import etree
 
 from gateway.pki import DevPKI, create_dev_pki
 from gateway.verification import verify_envelope
+from signing.errors import SigningError
 from signing.keys import Signer
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy
 from signing.verdict import Indication, SubIndication
@@ -406,3 +407,18 @@ def test_xmlsec1_verifies_what_rogatory_signs(signed_envelope, pki: DevPKI, tmp_
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode != 0
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [f'xmlns:aaa="{DS}" xmlns:ds="{DS}"', f'xmlns:x1="{XADES}" xmlns:xades="{XADES}"'],
+    ids=["ds-uri-twice", "xades-uri-twice"],
+)
+def test_a_document_binding_the_signature_namespace_twice_is_refused_not_signed_badly(
+    es_signer, declared
+):
+    # lxml would write the moved SignedInfo or SignedProperties under the document's other
+    # prefix, so the signature could never verify: refuse with a reason instead.
+    data = f"<r {declared}><a>x</a></r>".encode()
+    with pytest.raises(SigningError, match="would never verify"):
+        sign_xml(data, es_signer)
