@@ -28,6 +28,14 @@ def signer_for(pki: DevPKI, name: str) -> Signer:
     return pki.signer(name)
 
 
+def unreachable_crl_signer(folder: Path, name: str) -> tuple[DevPKI, Signer]:
+    """A signer ``name`` of a new dev PKI in ``folder`` whose CRL is out of reach
+    (nothing listens on port 9): a hard revocation check of it is INDETERMINATE/TRY_LATER."""
+    live = create_dev_pki(folder, crl_url="http://127.0.0.1:9/crl")
+    live.issue_signer(name)
+    return live, signer_for(live, name)
+
+
 @pytest.fixture(scope="session")
 def es_signer(pki: DevPKI) -> Signer:
     return signer_for(pki, "ES-MJ")

@@ -32,12 +32,12 @@ from gateway.peer_notice import (
     accept_channel_notice,
     accept_notice,
 )
-from gateway.pki import DevPKI, create_dev_pki
+from gateway.pki import DevPKI
 from gateway.poller import Poller, PullSource
 from gateway.store import MessageStore
 from signing.keys import Signer
 from signing.trust import RevocationPolicy, TrustEngine, TrustPolicy
-from tests.conftest import signer_for
+from tests.conftest import signer_for, unreachable_crl_signer
 from tests.test_notice import GW_AR, MAIL_AR, conversation, es_intake, post
 
 GW_AR_REF = GatewayRef("gw-ar", "Rogatory gateway of Argentina", "AR")
@@ -168,9 +168,7 @@ def test_a_revocation_outage_is_a_503_to_post_again_not_a_refusal(
     tmp_path: Path,
 ) -> None:
     # gw-ar's own PKI, whose CRL is out of reach: the verdict is INDETERMINATE/TRY_LATER.
-    live = create_dev_pki(tmp_path / "pki", crl_url="http://127.0.0.1:9/crl")
-    live.issue_signer("gw-ar-evidence")
-    unreachable = signer_for(live, "gw-ar-evidence")
+    live, unreachable = unreachable_crl_signer(tmp_path / "pki", "gw-ar-evidence")
     engine = TrustEngine(TrustPolicy(anchors=(live.root(),), fetch_timeout=2))
     peers, peer = peer_directory(unreachable)
     sent = sent_by_es(intake, pki)
@@ -278,9 +276,7 @@ def test_a_notice_by_a_channel_is_bound_to_the_channel_and_authority_the_message
 def test_a_notice_by_a_channel_during_a_revocation_outage_stays_to_be_read_again(
     intake: IntakeService, store: MessageStore, pki: DevPKI, tmp_path: Path
 ) -> None:
-    live = create_dev_pki(tmp_path / "pki", crl_url="http://127.0.0.1:9/crl")
-    live.issue_signer("gw-ar-evidence")
-    unreachable = signer_for(live, "gw-ar-evidence")
+    live, unreachable = unreachable_crl_signer(tmp_path / "pki", "gw-ar-evidence")
     engine = TrustEngine(TrustPolicy(anchors=(live.root(),), fetch_timeout=2))
     peers, _ = peer_directory(unreachable)
     by_mail = sent_by_es(intake, pki, channel="email")

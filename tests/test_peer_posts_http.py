@@ -31,11 +31,11 @@ from gateway.intake_checks import RETRY_AFTER_SECONDS
 from gateway.model import EvidenceType
 from gateway.notice import NoticeChannel, ReplyRef, build_notice, sign_notice
 from gateway.pair import Member, prepare_pair
-from gateway.pki import create_dev_pki, load_dev_pki
+from gateway.pki import load_dev_pki
 from gateway.services import Services
 from signing.keys import Signer, load_signer
 from signing.xades_sign import sign_xml
-from tests.conftest import signer_for
+from tests.conftest import signer_for, unreachable_crl_signer
 
 GW_AR = GatewayRef("gw-ar", "Rogatory gateway of Argentina", "AR")
 
@@ -67,9 +67,7 @@ class GwEs:
 def gw_es(tmp_path: Path) -> Iterator[GwEs]:
     es, ar = prepare_pair(tmp_path / "pair", (18443, 18444))  # nothing listens: no dispatcher
     # A second signer for gw-ar, from a PKI whose CRL is out of reach (INDETERMINATE/TRY_LATER).
-    live = create_dev_pki(tmp_path / "live", crl_url="http://127.0.0.1:9/crl")
-    live.issue_signer("gw-ar-evidence")
-    unreachable = signer_for(live, "gw-ar-evidence")
+    live, unreachable = unreachable_crl_signer(tmp_path / "live", "gw-ar-evidence")
     assert ar.settings.signing_key is not None and ar.settings.signing_cert is not None
     ar_signer = load_signer(
         ar.settings.signing_key.read_bytes(),

@@ -21,7 +21,7 @@ from signing.xades_sign import sign_xml
 from signing.xml_document import ENVELOPE_POLICY, verify_xml
 from signing.xmldsig import C14N, DS, XADES, Digest, canonicalize, digest, method_for, sign_raw
 from signing.xmlparse import parse_document
-from tests.conftest import signer_for
+from tests.conftest import signer_for, unreachable_crl_signer
 
 NS = {"ds": DS, "xades": XADES, "e": "urn:rogatory:envelope:1"}
 
@@ -263,9 +263,8 @@ def test_revoked_certificate_fails(tmp_path, envelope):
 
 
 def test_unreachable_revocation_source_is_indeterminate_in_hard_mode(tmp_path, envelope):
-    live = create_dev_pki(tmp_path / "pki", crl_url="http://127.0.0.1:9/crl")
-    live.issue_signer("signer")
-    signed = sign_xml(envelope, signer_for(live, "signer"))
+    live, signer = unreachable_crl_signer(tmp_path / "pki", "signer")
+    signed = sign_xml(envelope, signer)
     hard = TrustEngine(TrustPolicy(anchors=(live.root(),), fetch_timeout=2))
     soft = TrustEngine(
         TrustPolicy(anchors=(live.root(),), revocation=RevocationPolicy.SOFT, fetch_timeout=2)
