@@ -182,6 +182,12 @@ class SubmissionOutcome:
         return self.replayed and not self.same_envelope
 
 
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise StoreError("a stored time must carry its time zone")
+    return value.astimezone(UTC)
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Aware UTC datetimes on both databases (SQLite keeps no zone: store UTC, read UTC)."""
 
@@ -191,10 +197,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise StoreError("a stored time must carry its time zone")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        utc = _aware_utc(value)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
@@ -205,9 +209,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             # in one step: every acceptance stores ten times.
             if value is None:
                 return None
-            if value.tzinfo is None:
-                raise StoreError("a stored time must carry its time zone")
-            return value.astimezone(UTC).isoformat(" ", "microseconds")[:-6]  # less "+00:00"
+            return _aware_utc(value).isoformat(" ", "microseconds")[:-6]  # less "+00:00"
 
         return to_text
 
